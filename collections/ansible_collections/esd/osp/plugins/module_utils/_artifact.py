@@ -1,0 +1,482 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, esd.osp developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Package artifacts: the spec, the reproducible archive, its manifest and safe extraction.
+
+This file is private to the collection (leading underscore) and runs on build hosts and on
+targets, so it uses the Python standard library only.
+
+An artifact is a gzip-compressed tar archive whose first member is ``MANIFEST.json``, followed by
+``hooks/<hook>`` and ``payload/...`` members in sorted order, every member with a fixed mtime,
+owner 0:0 and normalised modes. Building the same inputs twice gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import posixpath
+import re
+import stat
+import tarfile
+import shutil
+import tempfile
+import zlib
+
+MANIFEST_NAME = "MANIFEST.json"
+MANIFEST_FORMAT = "esd.osp/package/v1"
+ARTIFACT_SUFFIX = ".esdpkg"
+HOOKS = ("pre_install", "post_install", "pre_activate", "post_activate", "pre_remove", "health_check")
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._+-]{0,99}$")
+VERSION_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+~_-]{0,63}$")
+SPEC_KEYS = ("name", "version", "description", "payload", "install_dir", "hooks", "requires", "updates", "kind")
+CHUNK = 1024 * 1024
+
+
+class ArtifactError(Exception):
+    """A package spec, artifact or archive member is not acceptable."""
+
+
+def sha256_file(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def artifact_filename(name, version):
+    return "%s-%s%s" % (name, version, ARTIFACT_SUFFIX)
+
+
+def validate_name(name, field="name"):
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise ArtifactError(
+            "%s must be lower-case letters, digits and . _ + - (starting with a letter or digit), got %r" % (field, name))
+    return name
+
+
+def validate_version(version, field="version"):
+    if not isinstance(version, str) or not VERSION_RE.match(version):
+        raise ArtifactError("%s must be letters, digits and . + ~ _ - (starting with a letter or digit), got %r" % (field, version))
+    return version
+
+
+def _str_list(value, field):
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ArtifactError("%s must be a list of strings, got %r" % (field, value))
+    return list(value)
+
+
+def validate_spec(raw, src_dir):
+    """Check a parsed package.yml and return it normalised; every problem is reported at once."""
+    if not isinstance(raw, dict):
+        raise ArtifactError("package.yml in %s must be a mapping, got %s" % (src_dir, type(raw).__name__))
+    problems = []
+    unknown = sorted(set(raw) - set(SPEC_KEYS))
+    if unknown:
+        problems.append("unknown key(s) %s (allowed: %s)" % (", ".join(unknown), ", ".join(SPEC_KEYS)))
+    spec = {}
+    for key, check in (("name", validate_name), ("version", validate_version)):
+        if key not in raw:
+            problems.append("%s is required" % key)
+            continue
+        try:
+            spec[key] = check(str(raw[key]) if isinstance(raw[key], (int, float)) else raw[key])
+        except ArtifactError as exc:
+            problems.append(str(exc))
+    spec["description"] = str(raw.get("description") or "")
+    spec["kind"] = str(raw.get("kind") or "package")
+    payload = raw.get("payload", "payload")
+    if not isinstance(payload, str) or payload.startswith("/") or ".." in payload.split("/"):
+        problems.append("payload must be a directory relative to the source, got %r" % (payload,))
+    elif not os.path.isdir(os.path.join(src_dir, payload)):
+        problems.append("payload directory %s does not exist" % os.path.join(src_dir, payload))
+    spec["payload"] = payload
+    install_dir = raw.get("install_dir") or "/opt/esd/%s" % spec.get("name", "package")
+    if not isinstance(install_dir, str) or not install_dir.startswith("/") or ".." in install_dir.split("/"):
+        problems.append("install_dir must be an absolute path without '..', got %r" % (install_dir,))
+    spec["install_dir"] = install_dir
+    hooks = raw.get("hooks") or {}
+    spec["hooks"] = {}
+    if not isinstance(hooks, dict):
+        problems.append("hooks must be a mapping of hook name to script path, got %r" % (hooks,))
+        hooks = {}
+    for hook, rel in sorted(hooks.items()):
+        if hook not in HOOKS:
+            problems.append("unknown hook %r (allowed: %s)" % (hook, ", ".join(HOOKS)))
+        elif not isinstance(rel, str) or rel.startswith("/") or ".." in rel.split("/"):
+            problems.append("hook %s must be a path relative to the source, got %r" % (hook, rel))
+        elif not os.path.isfile(os.path.join(src_dir, rel)):
+            problems.append("hook %s script %s does not exist" % (hook, os.path.join(src_dir, rel)))
+        else:
+            spec["hooks"][hook] = rel
+    for key in ("requires", "updates"):
+        try:
+            spec[key] = _str_list(raw.get(key), key)
+        except ArtifactError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ArtifactError("Invalid package.yml in %s: %s" % (src_dir, "; ".join(problems)))
+    return spec
+
+
+def _normalised_mode(mode):
+    if stat.S_ISDIR(mode):
+        return 0o755
+    return 0o755 if mode & 0o111 else 0o644
+
+
+def _walk_sorted(top):
+    """Yield (relative path, absolute path, lstat) for everything below top, sorted, links not followed."""
+    for current, dirs, files in os.walk(top):
+        dirs.sort()
+        rel_dir = os.path.relpath(current, top)
+        for name in sorted(dirs + files):
+            full = os.path.join(current, name)
+            rel = name if rel_dir == "." else posixpath.join(rel_dir.replace(os.sep, "/"), name)
+            yield rel, full, os.lstat(full)
+
+
+def collect_files(spec, src_dir):
+    """Return the archive entries (sorted) for a validated spec: list of dicts with path/type/mode/...
+
+    Refuses what a target would refuse: special files and links that leave the payload.
+    """
+    entries = []
+    payload_dir = os.path.join(src_dir, spec["payload"])
+    for rel, full, st in _walk_sorted(payload_dir):
+        path = "payload/" + rel
+        if rel == ".esd" or rel.startswith(".esd/"):
+            raise ArtifactError("payload may not contain the reserved directory .esd (%s)" % full)
+        if stat.S_ISLNK(st.st_mode):
+            target = os.readlink(full)
+            check_link_target(path, target, "payload")
+            entries.append({"path": path, "type": "link", "target": target, "full": full})
+        elif stat.S_ISDIR(st.st_mode):
+            entries.append({"path": path, "type": "dir", "mode": "0755", "full": full})
+        elif stat.S_ISREG(st.st_mode):
+            entries.append({"path": path, "type": "file", "mode": "%04o" % _normalised_mode(st.st_mode),
+                            "size": st.st_size, "sha256": sha256_file(full), "full": full})
+        else:
+            raise ArtifactError("payload file %s is not a regular file, directory or symlink" % full)
+    for hook, rel in sorted(spec["hooks"].items()):
+        full = os.path.join(src_dir, rel)
+        entries.append({"path": "hooks/" + hook, "type": "file", "mode": "0755",
+                        "size": os.path.getsize(full), "sha256": sha256_file(full), "full": full})
+    entries.sort(key=lambda item: item["path"])
+    return entries
+
+
+def source_digest(src_dir):
+    """A digest of the whole source tree (paths, kinds, modes, contents, link targets)."""
+    digest = hashlib.sha256()
+    for rel, full, st in _walk_sorted(src_dir):
+        if stat.S_ISLNK(st.st_mode):
+            line = "L %s %s" % (rel, os.readlink(full))
+        elif stat.S_ISDIR(st.st_mode):
+            line = "D %s" % rel
+        elif stat.S_ISREG(st.st_mode):
+            line = "F %s %04o %s" % (rel, _normalised_mode(st.st_mode), sha256_file(full))
+        else:
+            line = "S %s" % rel
+        digest.update(line.encode("utf-8", "surrogateescape") + b"\n")
+    return digest.hexdigest()
+
+
+def default_build_time(src_dir):
+    """SOURCE_DATE_EPOCH when set, else the newest mtime in the source (so rebuilds are identical)."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if epoch:
+        try:
+            return int(epoch)
+        except ValueError:
+            raise ArtifactError("SOURCE_DATE_EPOCH must be an integer number of seconds, got %r" % epoch)
+    newest = 0
+    for dummy, dummy2, st in _walk_sorted(src_dir):
+        newest = max(newest, int(st.st_mtime))
+    return newest
+
+
+def build_manifest(spec, entries, builder, src_digest, build_time, scan=None, tool="esd.osp.package"):
+    files = []
+    for entry in entries:
+        item = dict((k, v) for k, v in entry.items() if k != "full")
+        files.append(item)
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "kind": spec.get("kind", "package"),
+        "name": spec["name"],
+        "version": spec["version"],
+        "description": spec["description"],
+        "install_dir": spec["install_dir"],
+        "hooks": sorted(spec["hooks"]),
+        "requires": spec["requires"],
+        "updates": spec["updates"],
+        "files": files,
+        "build": {"builder": builder, "source_digest": src_digest, "time": build_time, "tool": tool},
+    }
+    if scan is not None:
+        manifest["scan"] = scan
+    return manifest
+
+
+def _tarinfo(name, kind, mode, mtime, size=0, target=None):
+    info = tarfile.TarInfo(name)
+    info.mtime = mtime
+    info.uid = info.gid = 0
+    info.uname = info.gname = "root"
+    info.mode = mode
+    if kind == "dir":
+        info.type = tarfile.DIRTYPE
+    elif kind == "link":
+        info.type = tarfile.SYMTYPE
+        info.linkname = target
+    else:
+        info.size = size
+    return info
+
+
+def write_archive(fileobj, manifest, entries):
+    """Write the reproducible archive for manifest + entries into a binary file object."""
+    mtime = int(manifest["build"]["time"])
+    manifest_bytes = canonical_json(manifest)
+    with gzip.GzipFile(filename="", mode="wb", fileobj=fileobj, mtime=0, compresslevel=6) as gz:
+        with tarfile.open(fileobj=gz, mode="w", format=tarfile.GNU_FORMAT) as tar:
+            tar.addfile(_tarinfo(MANIFEST_NAME, "file", 0o644, mtime, len(manifest_bytes)), io.BytesIO(manifest_bytes))
+            for entry in entries:
+                if entry["type"] == "file":
+                    with open(entry["full"], "rb") as handle:
+                        data = handle.read()
+                    if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+                        raise ArtifactError("%s changed while the package was being built" % entry["full"])
+                    tar.addfile(_tarinfo(entry["path"], "file", int(entry["mode"], 8), mtime, len(data)), io.BytesIO(data))
+                elif entry["type"] == "dir":
+                    tar.addfile(_tarinfo(entry["path"], "dir", 0o755, mtime))
+                else:
+                    tar.addfile(_tarinfo(entry["path"], "link", 0o777, mtime, target=entry["target"]))
+
+
+def canonical_json(data):
+    return (json.dumps(data, sort_keys=True, indent=1, separators=(",", ": ")) + "\n").encode("utf-8")
+
+
+def build_to_temp(spec, src_dir, dest_dir, builder, build_time=None, scan=None):
+    """Build the artifact into a temporary file inside dest_dir; return (temp path, manifest, sha256, size)."""
+    entries = collect_files(spec, src_dir)
+    if build_time is None:
+        build_time = default_build_time(src_dir)
+    manifest = build_manifest(spec, entries, builder, source_digest(src_dir), build_time, scan)
+    fd, tmp_path = tempfile.mkstemp(prefix=".%s-" % spec["name"], suffix=".part", dir=dest_dir)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write_archive(handle, manifest, entries)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        os.unlink(tmp_path)
+        raise
+    return tmp_path, manifest, sha256_file(tmp_path), os.path.getsize(tmp_path)
+
+
+def read_manifest(path):
+    """Read and check the embedded manifest of an artifact (the first archive member)."""
+    try:
+        with tarfile.open(path, mode="r:gz") as tar:
+            first = tar.next()
+            if first is None or first.name != MANIFEST_NAME or not first.isfile():
+                raise ArtifactError("%s is not an esd.osp artifact: its first member is not %s" % (path, MANIFEST_NAME))
+            manifest = json.loads(tar.extractfile(first).read().decode("utf-8"))
+    except (tarfile.TarError, OSError, EOFError, ValueError, zlib.error) as exc:
+        raise ArtifactError("%s is not a readable esd.osp artifact: %s" % (path, exc))
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        raise ArtifactError("%s has an unknown manifest format %r (expected %s)" % (
+            path, manifest.get("format") if isinstance(manifest, dict) else None, MANIFEST_FORMAT))
+    for key in ("name", "version", "files", "install_dir"):
+        if key not in manifest:
+            raise ArtifactError("%s manifest lacks %r" % (path, key))
+    return manifest
+
+
+# --- Safe extraction -------------------------------------------------------------------------
+
+def _normalise_member_path(name):
+    if name.startswith("/") or name.startswith("\\"):
+        raise ArtifactError("member %r has an absolute path" % name)
+    parts = [part for part in name.split("/") if part not in ("", ".")]
+    if ".." in parts:
+        raise ArtifactError("member %r contains '..'" % name)
+    if not parts:
+        raise ArtifactError("member %r has an empty path" % name)
+    return "/".join(parts)
+
+
+def check_link_target(path, target, top):
+    """Refuse a symlink at `path` (relative, inside `top`) whose target leaves `top`."""
+    if not target or target.startswith("/"):
+        raise ArtifactError("link %s points to the absolute path %r" % (path, target))
+    resolved = posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
+    if resolved != top and not resolved.startswith(top + "/"):
+        raise ArtifactError("link %s -> %s leaves the %s tree" % (path, target, top))
+
+
+def check_members(members, manifest):
+    """Validate every archive member before anything is written; return {path: member}."""
+    seen = {}
+    for member in members:
+        path = _normalise_member_path(member.name)
+        if path in seen:
+            raise ArtifactError("member %s appears twice" % path)
+        if member.ischr() or member.isblk() or member.isfifo() or member.isdev():
+            raise ArtifactError("member %s is a device or fifo" % path)
+        if member.islnk():
+            raise ArtifactError("member %s is a hard link (to %s); hard links are not allowed" % (path, member.linkname))
+        if member.issym():
+            check_link_target(path, member.linkname, path.split("/")[0])
+        elif not (member.isfile() or member.isdir()):
+            raise ArtifactError("member %s has an unsupported type" % path)
+        if path != MANIFEST_NAME and not (path.startswith("payload/") or path.startswith("hooks/")) and path not in ("payload", "hooks"):
+            raise ArtifactError("member %s is outside payload/ and hooks/" % path)
+        seen[path] = member
+    expected = dict((item["path"], item) for item in manifest["files"])
+    extra = sorted(set(seen) - set(expected) - {MANIFEST_NAME, "payload", "hooks"})
+    missing = sorted(set(expected) - set(seen))
+    if extra:
+        raise ArtifactError("archive holds member(s) not in its manifest: %s" % ", ".join(extra[:5]))
+    if missing:
+        raise ArtifactError("archive lacks member(s) listed in its manifest: %s" % ", ".join(missing[:5]))
+    for path, item in expected.items():
+        member = seen[path]
+        kind = "link" if member.issym() else "dir" if member.isdir() else "file"
+        if kind != item.get("type"):
+            raise ArtifactError("member %s is a %s but the manifest says %s" % (path, kind, item.get("type")))
+        if kind == "link" and member.linkname != item.get("target"):
+            raise ArtifactError("link %s points to %s but the manifest says %s" % (path, member.linkname, item.get("target")))
+    return seen
+
+
+def extract_release(artifact_path, release_dir, manifest=None):
+    """Extract an artifact safely into a new directory `release_dir` (must not exist).
+
+    Layout: payload/* goes to release_dir/*, hooks/* to release_dir/.esd/hooks/*, the manifest to
+    release_dir/.esd/manifest.json. Every member is checked before anything is written; file
+    contents are verified against the manifest while being written; on any error the partial
+    directory is removed and nothing is left behind.
+    """
+    if manifest is None:
+        manifest = read_manifest(artifact_path)
+    parent = os.path.dirname(release_dir)
+    if os.path.lexists(release_dir):
+        raise ArtifactError("%s already exists" % release_dir)
+    try:
+        tar = tarfile.open(artifact_path, mode="r:gz")
+    except (tarfile.TarError, OSError) as exc:
+        raise ArtifactError("cannot open %s: %s" % (artifact_path, exc))
+    with tar:
+        try:
+            members = tar.getmembers()
+        except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+            raise ArtifactError("%s is truncated or corrupt: %s" % (artifact_path, exc))
+        checked = check_members(members, manifest)
+        if not os.path.isdir(parent):
+            os.makedirs(parent, 0o755)
+        staging = tempfile.mkdtemp(prefix=".unpack-", dir=parent)
+        try:
+            os.makedirs(os.path.join(staging, ".esd", "hooks"))
+            expected = dict((item["path"], item) for item in manifest["files"])
+            for path in sorted(checked):
+                member = checked[path]
+                if path in (MANIFEST_NAME, "payload", "hooks"):
+                    continue
+                top, rest = path.split("/", 1)
+                dest = os.path.join(staging, rest) if top == "payload" else os.path.join(staging, ".esd", "hooks", rest)
+                if member.isdir():
+                    os.makedirs(dest, 0o755, exist_ok=True)
+                    continue
+                dest_parent = os.path.dirname(dest)
+                if not os.path.isdir(dest_parent):
+                    os.makedirs(dest_parent, 0o755)
+                if member.issym():
+                    os.symlink(member.linkname, dest)
+                    continue
+                _write_verified(tar, member, dest, expected[path])
+            with open(os.path.join(staging, ".esd", "manifest.json"), "wb") as handle:
+                handle.write(canonical_json(manifest))
+            os.chmod(staging, 0o755)
+            os.rename(staging, release_dir)
+        except BaseException:
+            remove_tree(staging)
+            raise
+    return manifest
+
+
+def _write_verified(tar, member, dest, item):
+    source = tar.extractfile(member)
+    digest = hashlib.sha256()
+    mode = int(item.get("mode", "0644"), 8) & 0o755
+    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), mode)
+    with os.fdopen(fd, "wb") as handle:
+        for chunk in iter(lambda: source.read(CHUNK), b""):
+            digest.update(chunk)
+            handle.write(chunk)
+    os.chmod(dest, mode)
+    if digest.hexdigest() != item.get("sha256"):
+        raise ArtifactError("member %s does not match its manifest checksum (got %s, expected %s)" % (
+            member.name, digest.hexdigest(), item.get("sha256")))
+
+
+def remove_tree(path):
+    """Remove a file, link or directory tree (links are never followed); a missing path is fine."""
+    if os.path.islink(path) or os.path.isfile(path):
+        os.unlink(path)
+    elif os.path.isdir(path):
+        shutil.rmtree(path)
+
+
+def build_package(src_dir, dest_dir, spec_loader, builder, force=False, scan=None, check_mode=False):
+    """Build the artifact for the package in src_dir into dest_dir.
+
+    Returns a dict with changed/name/version/sha256/size/path/manifest. An existing identical
+    artifact is left alone (changed False); an existing different artifact for the same name and
+    version is refused unless force, because a name+version must never have two contents.
+    """
+    spec_path = os.path.join(src_dir, "package.yml")
+    if not os.path.isfile(spec_path):
+        raise ArtifactError("No package.yml in %s" % src_dir)
+    with open(spec_path, "rb") as handle:
+        try:
+            raw = spec_loader(handle.read().decode("utf-8"))
+        except Exception as exc:  # the YAML parser's errors have no common base we can import here
+            raise ArtifactError("package.yml in %s is not valid YAML: %s" % (src_dir, exc))
+    spec = validate_spec(raw, src_dir)
+    if not os.path.isdir(dest_dir):
+        if check_mode:
+            raise ArtifactError("destination directory %s does not exist" % dest_dir)
+        os.makedirs(dest_dir, 0o755)
+    final = os.path.join(dest_dir, artifact_filename(spec["name"], spec["version"]))
+    tmp_path, manifest, digest, size = build_to_temp(spec, src_dir, dest_dir, builder, scan=scan)
+    result = {"name": spec["name"], "version": spec["version"], "sha256": digest, "size": size, "path": final,
+              "manifest": manifest, "changed": True}
+    try:
+        if os.path.exists(final):
+            existing = sha256_file(final)
+            result["previous_sha256"] = existing
+            if existing == digest:
+                result["changed"] = False
+                return result
+            if not force:
+                raise ArtifactError(
+                    "%s already exists with sha256 %s, but building %s %s now gives %s: a name and version must "
+                    "never have two contents. Raise the version, or set force=true to replace it." % (
+                        final, existing, spec["name"], spec["version"], digest))
+        if not check_mode:
+            os.rename(tmp_path, final)
+    finally:
+        if os.path.exists(tmp_path):
+            os.unlink(tmp_path)
+    return result

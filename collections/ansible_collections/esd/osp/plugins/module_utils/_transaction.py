@@ -1,0 +1,590 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, esd.osp developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The transactional software lifecycle on one host: install, activate, commit, roll back, remove.
+
+Layout under ``<root><install_dir>`` (install_dir defaults to the package's own, e.g. /opt/esd/NAME)::
+
+    releases/<version>/        unpacked payload; .esd/manifest.json and .esd/hooks/* beside it
+    current -> releases/<v>    the active version, swapped atomically (symlink + rename)
+
+and one state file per package, ``<root>/var/lib/esd/software/<name>.json``, recording the installed
+versions, the active one, its backups (previous active versions kept for rollback, newest first),
+the committed version and a history of transitions.
+
+Standard library + ansible.module_utils only: this runs on targets.
+"""
+
+from __future__ import annotations
+
+import datetime
+import fcntl
+import hashlib
+import json
+import os
+import re
+import subprocess
+import tempfile
+
+from ansible_collections.esd.osp.plugins.module_utils import _artifact
+
+STATE_DIR = "/var/lib/esd/software"
+STATES = ("present", "active", "committed", "rolled_back", "absent")
+STATE_FORMAT = "esd.osp/software-state/v1"
+
+
+class SoftwareError(Exception):
+    """A lifecycle step failed. `phase` names the step; the host is left as described by `reverted`."""
+
+    def __init__(self, msg, phase, rc=None, stdout="", stderr="", reverted=False):
+        super(SoftwareError, self).__init__(msg)
+        self.msg = msg
+        self.phase = phase
+        self.rc = rc
+        self.stdout = stdout
+        self.stderr = stderr
+        self.reverted = reverted
+
+    def __str__(self):
+        return self.msg
+
+
+def join_root(root, path):
+    if not root:
+        return path
+    return os.path.join(root, path.lstrip("/"))
+
+
+def utcnow():
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def write_json_atomic(path, data):
+    """Write JSON to path via a temporary file, fsync and rename: readers see old or new, never half."""
+    directory = os.path.dirname(path)
+    fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(_artifact.canonical_json(data))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
+        os.rename(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def empty_state(name):
+    return {"format": STATE_FORMAT, "name": name, "install_dir": None, "versions": {}, "active": None,
+            "backups": [], "committed": None, "history": []}
+
+
+def load_state(root, name):
+    path = join_root(root, os.path.join(STATE_DIR, name + ".json"))
+    if not os.path.exists(path):
+        return empty_state(name)
+    try:
+        with open(path, "rb") as handle:
+            state = json.loads(handle.read().decode("utf-8"))
+    except (OSError, ValueError) as exc:
+        raise SoftwareError("State file %s of %s is unreadable: %s" % (path, name, exc), "state")
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise SoftwareError("State file %s of %s has an unknown format" % (path, name), "state")
+    return state
+
+
+def list_states(root):
+    directory = join_root(root, STATE_DIR)
+    if not os.path.isdir(directory):
+        return []
+    names = sorted(entry[:-5] for entry in os.listdir(directory) if entry.endswith(".json") and not entry.startswith("."))
+    return [load_state(root, name) for name in names]
+
+
+def summarise(state):
+    """The part of a state that users compare before and after (no history)."""
+    return {
+        "active": state["active"],
+        "backups": list(state["backups"]),
+        "committed": state["committed"],
+        "installed": sorted(state["versions"]),
+    }
+
+
+def describe(state, history=False):
+    """The software_info view of one package's state."""
+    summary = summarise(state)
+    if summary["active"] and summary["committed"] == summary["active"]:
+        status = "committed"
+    elif summary["active"]:
+        status = "uncommitted"
+    elif summary["installed"]:
+        status = "staged"
+    else:
+        status = "absent"
+    summary.update({
+        "name": state["name"],
+        "status": status,
+        "install_dir": state.get("install_dir"),
+        "digests": dict((v, (info or {}).get("sha256")) for v, info in sorted(state["versions"].items())),
+        "last_change": state["history"][-1] if state["history"] else None,
+    })
+    if history:
+        summary["history"] = list(state["history"])
+    return summary
+
+
+_VERSION_PART = re.compile(r"(\d+|[A-Za-z]+)")
+
+
+def version_key(version):
+    """Order versions like package managers do for the common cases: 1.10 > 1.9, 1.0 > 1.0~rc1."""
+    main, tilde, pre = version.partition("~")
+    key = [(0, int(part)) if part.isdigit() else (1, part) for part in _VERSION_PART.findall(main)]
+    return (key, 0 if tilde else 1, pre)
+
+
+_REQUIREMENT = re.compile(r"^\s*([a-z0-9][a-z0-9._+-]*)\s*(?:(==|>=|<=|>|<)\s*(\S+))?\s*$")
+
+
+def check_requirement(root, requirement):
+    match = _REQUIREMENT.match(requirement)
+    if not match:
+        return "cannot parse requirement %r (use 'name' or 'name >= version')" % requirement
+    name, operator, wanted = match.groups()
+    active = load_state(root, name)["active"]
+    if active is None:
+        return "%s is not installed" % name
+    if operator:
+        have, want = version_key(active), version_key(wanted)
+        ok = {"==": have == want, ">=": have >= want, "<=": have <= want, ">": have > want, "<": have < want}[operator]
+        if not ok:
+            return "%s %s is active but %s %s %s is required" % (name, active, name, operator, wanted)
+    return None
+
+
+class HookRunner(object):
+    """Runs a release's hooks with a timeout and the ESD_* environment; raises SoftwareError on failure."""
+
+    def __init__(self, name, root, install_dir_real, hook_timeout, health_check_timeout):
+        self.name = name
+        self.root = root
+        self.install_dir_real = install_dir_real
+        self.hook_timeout = hook_timeout
+        self.health_check_timeout = health_check_timeout
+
+    def run(self, hook, version, release_dir, previous=None):
+        path = os.path.join(release_dir, ".esd", "hooks", hook)
+        if not os.path.exists(path):
+            return None
+        timeout = self.health_check_timeout if hook == "health_check" else self.hook_timeout
+        env = dict(os.environ)
+        env.update({
+            "ESD_PACKAGE": self.name, "ESD_VERSION": version, "ESD_PHASE": hook,
+            "ESD_ROOT": self.root or "/", "ESD_INSTALL_DIR": self.install_dir_real,
+            "ESD_RELEASE_DIR": release_dir, "ESD_PREVIOUS_VERSION": previous or "",
+        })
+        try:
+            proc = subprocess.run([path], cwd=release_dir, env=env, stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout, check=False)
+        except subprocess.TimeoutExpired as exc:
+            raise SoftwareError("%s hook of %s %s timed out after %ss" % (hook, self.name, version, timeout), hook,
+                                stdout=_text(exc.stdout), stderr=_text(exc.stderr))
+        except OSError as exc:
+            raise SoftwareError("%s hook of %s %s could not be started: %s" % (hook, self.name, version, exc), hook)
+        if proc.returncode != 0:
+            what = "health check" if hook == "health_check" else "%s hook" % hook
+            raise SoftwareError("%s exited %d" % (what, proc.returncode), hook, rc=proc.returncode,
+                                stdout=_text(proc.stdout), stderr=_text(proc.stderr))
+        return proc
+
+
+def _text(data):
+    if data is None:
+        return ""
+    return data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+
+
+class SoftwareManager(object):
+    """Brings one package on one host (under `root`) to the wanted state.
+
+    Each public transition first mutates an in-memory copy of the state, and performs I/O only when
+    not in check mode, so check mode predicts `changed` and the diff exactly as a real run would.
+    """
+
+    def __init__(self, name, state, version=None, src=None, sha256=None, root="", install_dir=None, keep=1,
+                 health_check_timeout=60, hook_timeout=300, check_mode=False, fetch=None):
+        self.name = _artifact.validate_name(name)
+        self.version = _artifact.validate_version(version) if version else None
+        self.wanted = state
+        self.src = src
+        self.sha256 = sha256.lower() if sha256 else None
+        self.root = root or ""
+        self.requested_install_dir = install_dir
+        self.keep = keep
+        self.health_check_timeout = health_check_timeout
+        self.hook_timeout = hook_timeout
+        self.check_mode = check_mode
+        self.fetch = fetch
+        self.actions = []
+        self.state = None
+        self.before = None
+        self._artifact_path = None
+        self._manifest = None
+
+    # --- paths ---------------------------------------------------------------------------------
+    @property
+    def install_dir(self):
+        return (self.requested_install_dir or self.state.get("install_dir")
+                or (self._manifest or {}).get("install_dir") or "/opt/esd/%s" % self.name)
+
+    @property
+    def base(self):
+        return join_root(self.root, self.install_dir)
+
+    def release_dir(self, version):
+        return os.path.join(self.base, "releases", version)
+
+    @property
+    def current_link(self):
+        return os.path.join(self.base, "current")
+
+    @property
+    def state_path(self):
+        return join_root(self.root, os.path.join(STATE_DIR, self.name + ".json"))
+
+    # --- entry point ---------------------------------------------------------------------------
+    def run(self):
+        if self.wanted in ("present", "active") and not self.version:
+            raise SoftwareError("version is required for state=%s" % self.wanted, "arguments")
+        if self.check_mode:
+            return self._run_locked()
+        lock_dir = os.path.dirname(self.state_path)
+        os.makedirs(lock_dir, 0o755, exist_ok=True)
+        with open(os.path.join(lock_dir, "." + self.name + ".lock"), "a") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            return self._run_locked()
+
+    def _run_locked(self):
+        self.state = load_state(self.root, self.name)
+        self.before = summarise(self.state)
+        getattr(self, "_ensure_" + self.wanted)()
+        return self.result()
+
+    def result(self):
+        after = summarise(self.state)
+        return {
+            "changed": bool(self.actions),
+            "actions": list(self.actions),
+            "name": self.name,
+            "version": self.version,
+            "state": self.wanted,
+            "active": after["active"],
+            "backup": after["backups"][0] if after["backups"] else None,
+            "backups": after["backups"],
+            "committed": after["committed"],
+            "installed": after["installed"],
+            "install_dir": self.base,
+            "diff": {"before": self.before, "after": after},
+        }
+
+    # --- transitions ---------------------------------------------------------------------------
+    def _ensure_present(self):
+        self._install(self.version)
+
+    def _ensure_active(self):
+        newly_installed = self._install(self.version)
+        if self.state["active"] != self.version:
+            self._activate(self.version, newly_installed)
+
+    def _ensure_committed(self):
+        if self.version:
+            self._ensure_active()
+        active = self.state["active"]
+        if active is None:
+            raise SoftwareError("Cannot commit %s: no version of it is active on this host" % self.name, "commit")
+        leftovers = sorted(v for v in self.state["versions"] if v != active)
+        if self.state["committed"] == active and not leftovers:
+            return
+        self._do("commit %s (remove %s)" % (active, ", ".join(leftovers) or "no backups"))
+        for version in leftovers:
+            if not self.check_mode:
+                _artifact.remove_tree(self.release_dir(version))
+            del self.state["versions"][version]
+        self.state["backups"] = []
+        self.state["committed"] = active
+        self._record("commit", active)
+
+    def _ensure_rolled_back(self):
+        active = self.state["active"]
+        target = self.version or active
+        if target is None or (target not in self.state["versions"] and target != active):
+            return  # never installed here, or already rolled back: nothing to undo
+        if target != active:
+            # a staged (installed, never activated) version: rolling it back removes it
+            self._do("remove staged %s" % target)
+            if not self.check_mode:
+                _artifact.remove_tree(self.release_dir(target))
+            del self.state["versions"][target]
+            if target in self.state["backups"]:
+                self.state["backups"].remove(target)
+            self._record("rollback", target)
+            return
+        if self.state["committed"] == active:
+            when = self._last("commit", active)
+            raise SoftwareError(
+                "Cannot roll back %s %s: the update was committed%s, which removed its backup. To return to an "
+                "earlier version, install that version as a new update (state=active, version=<earlier>)."
+                % (self.name, active, " on %s" % when if when else ""), "rollback")
+        if not self.state["backups"]:
+            raise SoftwareError(
+                "Cannot roll back %s %s: it is the first version installed on this host, so there is no previous "
+                "version to return to. Use state=absent to uninstall it." % (self.name, active), "rollback")
+        previous = self.state["backups"][0]
+        self._do("activate %s (roll back %s)" % (previous, active))
+        if not self.check_mode:
+            release = self.release_dir(previous)
+            self.hooks.run("pre_activate", previous, release, active)
+            self._swap_current(previous)
+            self.hooks.run("post_activate", previous, release, active)
+            _artifact.remove_tree(self.release_dir(active))
+        del self.state["versions"][active]
+        self.state["backups"] = self.state["backups"][1:]
+        self.state["active"] = previous
+        self._record("rollback", active, to=previous)
+        if not self.check_mode:
+            try:
+                self.hooks.run("health_check", previous, self.release_dir(previous), active)
+            except SoftwareError as exc:
+                exc.msg = "Rolled back %s to %s, but %s: the previous version is active and unhealthy" % (
+                    self.name, previous, exc.msg)
+                exc.reverted = True
+                raise
+
+    def _ensure_absent(self):
+        active = self.state["active"]
+        if self.version:
+            if self.version not in self.state["versions"]:
+                return
+            if self.version == active:
+                raise SoftwareError(
+                    "Cannot remove %s %s: it is the active version. Roll it back or activate another version "
+                    "first, or omit version to uninstall the package." % (self.name, self.version), "remove")
+            self._do("remove %s" % self.version)
+            if not self.check_mode:
+                _artifact.remove_tree(self.release_dir(self.version))
+            del self.state["versions"][self.version]
+            if self.version in self.state["backups"]:
+                self.state["backups"].remove(self.version)
+            self._record("remove", self.version)
+            return
+        if not self.state["versions"] and active is None and not os.path.lexists(self.base):
+            return
+        self._do("uninstall %s" % (", ".join(sorted(self.state["versions"])) or self.name))
+        if not self.check_mode:
+            if active:
+                self.hooks.run("pre_remove", active, self.release_dir(active))
+            _artifact.remove_tree(self.base)
+        self.state.update({"versions": {}, "active": None, "backups": [], "committed": None})
+        self._record("remove", active)
+
+    # --- building blocks -----------------------------------------------------------------------
+    @property
+    def hooks(self):
+        return HookRunner(self.name, self.root, self.base, self.hook_timeout, self.health_check_timeout)
+
+    def _install(self, version):
+        """Make `version` present (unpacked, install hooks run). Returns True when it was installed now."""
+        existing = self.state["versions"].get(version)
+        if existing is not None:
+            if self.sha256 and existing.get("sha256") and existing["sha256"] != self.sha256:
+                raise SoftwareError(
+                    "%s %s is installed from an artifact with sha256 %s, but %s was requested: one version cannot "
+                    "have two contents. Build a new version instead." % (self.name, version, existing["sha256"], self.sha256),
+                    "verify")
+            return False
+        if not self.src:
+            raise SoftwareError("%s %s is not installed and no src was given to install it from" % (self.name, version), "fetch")
+        self._do("install %s" % version)
+        if self.check_mode:
+            self.state["versions"][version] = {"sha256": self.sha256, "installed": None}
+            return True
+        artifact, digest = self.fetch(self.src, self.sha256)
+        try:
+            manifest = _artifact.read_manifest(artifact)
+        except _artifact.ArtifactError as exc:
+            raise SoftwareError("Failed to install %s %s: %s" % (self.name, version, exc), "verify")
+        if manifest["name"] != self.name or manifest["version"] != version:
+            raise SoftwareError("Failed to install %s %s: the artifact at %s is %s %s" % (
+                self.name, version, self.src, manifest["name"], manifest["version"]), "verify")
+        self._manifest = manifest
+        for requirement in manifest.get("requires") or []:
+            problem = check_requirement(self.root, requirement)
+            if problem:
+                raise SoftwareError("Failed to install %s %s: requirement %r not met: %s" % (
+                    self.name, version, requirement, problem), "requires")
+        release = self.release_dir(version)
+        if os.path.lexists(release):
+            # left by an interrupted run that never recorded it: unrecorded means untrusted
+            _artifact.remove_tree(release)
+        try:
+            _artifact.extract_release(artifact, release, manifest)
+        except _artifact.ArtifactError as exc:
+            raise SoftwareError("Failed to unpack %s %s: %s" % (self.name, version, exc), "unpack")
+        except OSError as exc:
+            raise SoftwareError("Failed to unpack %s %s into %s: %s" % (self.name, version, release, exc), "unpack")
+        try:
+            self.hooks.run("pre_install", version, release, self.state["active"])
+            self.hooks.run("post_install", version, release, self.state["active"])
+        except SoftwareError as exc:
+            _artifact.remove_tree(release)
+            exc.msg = "Failed to install %s %s: %s (the unpacked release was removed)" % (self.name, version, exc.msg)
+            exc.reverted = True
+            raise
+        self.state["install_dir"] = self.install_dir
+        self.state["versions"][version] = {"sha256": digest, "installed": utcnow(),
+                                           "builder": (manifest.get("build") or {}).get("builder")}
+        self._record("install", version)
+        return True
+
+    def _activate(self, version, newly_installed):
+        previous = self.state["active"]
+        self._do("activate %s%s" % (version, " (backup %s)" % previous if previous else ""))
+        if not self.check_mode:
+            release = self.release_dir(version)
+            try:
+                self.hooks.run("pre_activate", version, release, previous)
+            except SoftwareError as exc:
+                self._undo_install(version, newly_installed)
+                exc.msg = "Failed to activate %s %s: %s; %s is still active" % (
+                    self.name, version, exc.msg, previous or "no version")
+                exc.reverted = True
+                raise
+            self._swap_current(version)
+            try:
+                self.hooks.run("post_activate", version, release, previous)
+                self.hooks.run("health_check", version, release, previous)
+            except SoftwareError as exc:
+                self._revert_activation(version, previous, newly_installed, exc)
+                raise
+        if previous:
+            backups = [previous] + [v for v in self.state["backups"] if v not in (previous, version)]
+        else:
+            backups = [v for v in self.state["backups"] if v != version]
+        self.state["active"] = version
+        self.state["backups"] = backups[:self.keep]
+        for dropped in backups[self.keep:]:
+            if not self.check_mode:
+                _artifact.remove_tree(self.release_dir(dropped))
+            self.state["versions"].pop(dropped, None)
+        self._record("activate", version, previous=previous)
+
+    def _revert_activation(self, version, previous, newly_installed, exc):
+        try:
+            if previous:
+                self._swap_current(previous)
+            elif os.path.lexists(self.current_link):
+                os.unlink(self.current_link)
+        except OSError as revert_exc:
+            exc.msg = "Failed to activate %s %s: %s, and the auto-revert to %s failed: %s" % (
+                self.name, version, exc.msg, previous or "no version", revert_exc)
+            exc.phase = "revert"
+            self._record("activate", version, previous=previous, result="failed", phase="revert")
+            return
+        exc.msg = "Failed to activate %s %s: %s; reverted to %s" % (
+            self.name, version, exc.msg, previous or "no active version")
+        exc.reverted = True
+        self._record("activate", version, previous=previous, result="reverted", phase=exc.phase)
+        self._undo_install(version, newly_installed)
+
+    def _undo_install(self, version, newly_installed):
+        if newly_installed:
+            _artifact.remove_tree(self.release_dir(version))
+            self.state["versions"].pop(version, None)
+            self._record("remove", version, result="reverted")
+
+    def _swap_current(self, version):
+        os.makedirs(self.base, 0o755, exist_ok=True)
+        tmp = "%s.tmp-%d" % (self.current_link, os.getpid())
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        os.symlink(os.path.join("releases", version), tmp)
+        os.replace(tmp, self.current_link)
+
+    def _do(self, action):
+        self.actions.append(action)
+
+    def _last(self, action, version):
+        for entry in reversed(self.state["history"]):
+            if entry.get("action") == action and entry.get("version") == version:
+                return entry.get("time")
+        return None
+
+    def _record(self, action, version, result="ok", **extra):
+        """Append a transition to the history and persist the state (each step is durable on its own)."""
+        if self.check_mode:
+            return
+        entry = {"time": utcnow(), "action": action, "version": version, "result": result}
+        entry.update(dict((k, v) for k, v in extra.items() if v is not None))
+        self.state["history"].append(entry)
+        self._save()
+
+    def _save(self):
+        if self.check_mode:
+            return
+        self.state["install_dir"] = self.install_dir
+        os.makedirs(os.path.dirname(self.state_path), 0o755, exist_ok=True)
+        write_json_atomic(self.state_path, self.state)
+
+
+def fetch_artifact(src, sha256, download_dir, open_url=None, timeout=60):
+    """Return (local path, sha256) of the artifact at `src`, verified against `sha256` when given.
+
+    `src` is a path on this host, a file:// URL or an http(s):// URL (downloaded into download_dir
+    while being hashed; a mismatch deletes the download). URLs require a sha256 pin.
+    """
+    scheme = src.split("://", 1)[0].lower() if "://" in src else ""
+    if scheme and not sha256:
+        raise SoftwareError("sha256 is required when src is a URL (%s)" % src, "arguments")
+    if scheme in ("", "file"):
+        path = src[len("file://"):] if scheme == "file" else src
+        if not os.path.isfile(path):
+            raise SoftwareError("Failed to fetch %s: no such file on this host" % src, "fetch")
+        digest = _artifact.sha256_file(path)
+        if sha256 and digest != sha256:
+            raise SoftwareError("Checksum mismatch for %s: expected sha256 %s, got %s" % (src, sha256, digest), "verify")
+        return path, digest
+    if scheme not in ("http", "https"):
+        raise SoftwareError("Unsupported src scheme %r in %s (use a path, file://, http:// or https://)" % (scheme, src), "arguments")
+    if open_url is None:
+        from ansible.module_utils.urls import open_url
+    os.makedirs(download_dir, 0o755, exist_ok=True)
+    final = os.path.join(download_dir, sha256 + _artifact.ARTIFACT_SUFFIX)
+    if os.path.isfile(final) and _artifact.sha256_file(final) == sha256:
+        return final, sha256
+    fd, part = tempfile.mkstemp(prefix=".download-", dir=download_dir)
+    digest = hashlib.sha256()
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            try:
+                response = open_url(src, timeout=timeout)
+                for chunk in iter(lambda: response.read(_artifact.CHUNK), b""):
+                    digest.update(chunk)
+                    handle.write(chunk)
+            except Exception as exc:  # urllib raises many kinds; all mean "could not fetch"
+                raise SoftwareError("Failed to fetch %s: %s" % (src, exc), "fetch")
+        if digest.hexdigest() != sha256:
+            raise SoftwareError("Checksum mismatch for %s: expected sha256 %s, got %s" % (
+                src, sha256, digest.hexdigest()), "verify")
+        os.rename(part, final)
+    finally:
+        if os.path.exists(part):
+            os.unlink(part)
+    return final, sha256

@@ -1,0 +1,223 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, esd.osp developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from ansible_collections.esd.osp.plugins.module_utils import _transaction
+from ansible_collections.esd.osp.plugins.module_utils._transaction import SoftwareError, SoftwareManager
+from ansible_collections.esd.osp.tests.unit.plugins.module_utils.helpers import build, write_source
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    """A host root plus artifacts 1.0.0, 1.1.0 and a 1.2.0 whose health check fails."""
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    out = str(tmp_path / "artifacts")
+    arts = {
+        "1.0.0": build(write_source(tmp_path, version="1.0.0"), out),
+        "1.1.0": build(write_source(tmp_path, version="1.1.0"), out),
+        "1.2.0": build(write_source(tmp_path, version="1.2.0", health="echo probing; echo port closed >&2; exit 3"), out),
+    }
+    root = str(tmp_path / "host")
+    os.makedirs(root)
+
+    def apply(state, version=None, check_mode=False, **kwargs):
+        art = arts.get(version) if version else None
+        kwargs.setdefault("src", art["path"] if art else None)
+        kwargs.setdefault("sha256", art["sha256"] if art else None)
+        manager = SoftwareManager("demo", state, version=version, root=root, check_mode=check_mode,
+                                  fetch=lambda src, sha: _transaction.fetch_artifact(src, sha, os.path.join(root, "dl")),
+                                  **kwargs)
+        return manager.run()
+    return {"apply": apply, "root": root, "arts": arts, "base": os.path.join(root, "opt/esd/demo")}
+
+
+def current(env):
+    return os.readlink(os.path.join(env["base"], "current"))
+
+
+def releases(env):
+    return sorted(os.listdir(os.path.join(env["base"], "releases")))
+
+
+def state_file(env):
+    with open(os.path.join(env["root"], "var/lib/esd/software/demo.json")) as handle:
+        return json.load(handle)
+
+
+def test_present_stages_without_activating(env):
+    result = env["apply"]("present", "1.0.0")
+    assert result["changed"] and result["active"] is None and result["installed"] == ["1.0.0"]
+    assert releases(env) == ["1.0.0"] and not os.path.lexists(os.path.join(env["base"], "current"))
+    assert env["apply"]("present", "1.0.0")["changed"] is False
+
+
+def test_full_lifecycle_install_update_rollback_commit_remove(env):
+    first = env["apply"]("active", "1.0.0")
+    assert first["actions"] == ["install 1.0.0", "activate 1.0.0"] and current(env) == "releases/1.0.0"
+    assert env["apply"]("active", "1.0.0")["changed"] is False
+
+    update = env["apply"]("active", "1.1.0")
+    assert update["active"] == "1.1.0" and update["backup"] == "1.0.0"
+    assert current(env) == "releases/1.1.0" and releases(env) == ["1.0.0", "1.1.0"]
+
+    back = env["apply"]("rolled_back", "1.1.0")
+    assert back["active"] == "1.0.0" and back["backups"] == [] and back["installed"] == ["1.0.0"]
+    assert current(env) == "releases/1.0.0" and releases(env) == ["1.0.0"]
+    assert env["apply"]("rolled_back", "1.1.0")["changed"] is False  # idempotent
+
+    env["apply"]("active", "1.1.0")
+    commit = env["apply"]("committed", "1.1.0")
+    assert commit["committed"] == "1.1.0" and commit["backups"] == [] and releases(env) == ["1.1.0"]
+    assert env["apply"]("committed")["changed"] is False
+
+    gone = env["apply"]("absent")
+    assert gone["changed"] and gone["installed"] == [] and not os.path.exists(env["base"])
+    assert env["apply"]("absent")["changed"] is False
+    actions = [(h["action"], h["version"], h["result"]) for h in state_file(env)["history"]]
+    assert actions == [
+        ("install", "1.0.0", "ok"), ("activate", "1.0.0", "ok"), ("install", "1.1.0", "ok"), ("activate", "1.1.0", "ok"),
+        ("rollback", "1.1.0", "ok"), ("install", "1.1.0", "ok"), ("activate", "1.1.0", "ok"), ("commit", "1.1.0", "ok"),
+        ("remove", "1.1.0", "ok")]
+
+
+def test_failed_health_check_reverts_to_previous_version(env):
+    env["apply"]("active", "1.1.0")
+    with pytest.raises(SoftwareError) as info:
+        env["apply"]("active", "1.2.0")
+    error = info.value
+    assert error.phase == "health_check" and error.rc == 3 and error.reverted
+    assert error.msg == "Failed to activate demo 1.2.0: health check exited 3; reverted to 1.1.0"
+    assert error.stdout == "probing\n" and error.stderr == "port closed\n"
+    assert current(env) == "releases/1.1.0" and releases(env) == ["1.1.0"]
+    recorded = state_file(env)
+    assert recorded["active"] == "1.1.0" and sorted(recorded["versions"]) == ["1.1.0"]
+    assert recorded["history"][-2]["result"] == "reverted" and recorded["history"][-2]["phase"] == "health_check"
+
+
+def test_failed_first_install_leaves_nothing_active(env):
+    with pytest.raises(SoftwareError, match="reverted to no active version"):
+        env["apply"]("active", "1.2.0")
+    assert not os.path.lexists(os.path.join(env["base"], "current")) and releases(env) == []
+
+
+def test_rollback_of_committed_update_is_refused_with_advice(env):
+    env["apply"]("active", "1.0.0")
+    env["apply"]("active", "1.1.0")
+    env["apply"]("committed")
+    with pytest.raises(SoftwareError) as info:
+        env["apply"]("rolled_back", "1.1.0")
+    assert info.value.phase == "rollback"
+    assert "Cannot roll back demo 1.1.0: the update was committed on " in info.value.msg
+    assert "install that version as a new update (state=active, version=<earlier>)" in info.value.msg
+    assert current(env) == "releases/1.1.0"
+
+
+def test_rollback_of_first_install_is_refused(env):
+    env["apply"]("active", "1.0.0")
+    with pytest.raises(SoftwareError, match="it is the first version installed on this host.*Use state=absent"):
+        env["apply"]("rolled_back")
+
+
+def test_removing_the_active_version_alone_is_refused(env):
+    env["apply"]("active", "1.0.0")
+    with pytest.raises(SoftwareError, match="Cannot remove demo 1.0.0: it is the active version"):
+        env["apply"]("absent", "1.0.0")
+
+
+def test_wrong_checksum_changes_nothing(env):
+    env["apply"]("active", "1.0.0")
+    with pytest.raises(SoftwareError) as info:
+        env["apply"]("active", "1.1.0", sha256="0" * 64)
+    assert info.value.phase == "verify" and "Checksum mismatch" in info.value.msg
+    assert current(env) == "releases/1.0.0" and releases(env) == ["1.0.0"]
+
+
+def test_artifact_for_another_version_is_refused(env):
+    with pytest.raises(SoftwareError, match="the artifact at .* is demo 1.0.0"):
+        env["apply"]("active", "1.1.0", src=env["arts"]["1.0.0"]["path"], sha256=None)
+
+
+def test_same_version_with_other_content_is_refused(env):
+    env["apply"]("active", "1.0.0")
+    with pytest.raises(SoftwareError, match="one version cannot have two contents"):
+        env["apply"]("active", "1.0.0", sha256="f" * 64)
+
+
+def test_url_needs_a_pin():
+    with pytest.raises(SoftwareError, match="sha256 is required when src is a URL"):
+        _transaction.fetch_artifact("http://127.0.0.1:1/x.esdpkg", None, "/nonexistent")
+
+
+def test_missing_local_src(env):
+    with pytest.raises(SoftwareError) as info:
+        env["apply"]("active", "1.0.0", src="/nonexistent/demo.esdpkg", sha256=None)
+    assert info.value.phase == "fetch" and info.value.msg == "Failed to fetch /nonexistent/demo.esdpkg: no such file on this host"
+
+
+@pytest.mark.parametrize("steps,final", [
+    ([("active", "1.0.0")], ("present", "1.0.0")),
+    ([], ("active", "1.0.0")),
+    ([("active", "1.0.0")], ("active", "1.1.0")),
+    ([("active", "1.0.0"), ("active", "1.1.0")], ("rolled_back", "1.1.0")),
+    ([("active", "1.0.0"), ("active", "1.1.0")], ("committed", None)),
+    ([("active", "1.0.0"), ("active", "1.1.0")], ("absent", None)),
+    ([("active", "1.0.0"), ("active", "1.1.0")], ("absent", "1.0.0")),
+])
+def test_check_mode_predicts_exactly_and_changes_nothing(env, steps, final):
+    for state, version in steps:
+        env["apply"](state, version)
+    snapshot = sorted(os.walk(env["root"]))
+    predicted = env["apply"](final[0], final[1], check_mode=True)
+    assert sorted(os.walk(env["root"])) == snapshot
+    real = env["apply"](final[0], final[1])
+    for key in ("changed", "active", "backups", "committed", "installed", "actions"):
+        assert predicted[key] == real[key], key
+    assert predicted["diff"] == real["diff"]
+
+
+def test_keep_zero_drops_backup_immediately(env):
+    env["apply"]("active", "1.0.0", keep=0)
+    result = env["apply"]("active", "1.1.0", keep=0)
+    assert result["backups"] == [] and releases(env) == ["1.1.0"]
+
+
+def test_hooks_see_the_esd_environment(env, tmp_path):
+    out = str(tmp_path / "artifacts2")
+    src = write_source(tmp_path, name="envcheck", version="2.0", hooks={
+        "post_activate": 'echo "$ESD_PACKAGE $ESD_VERSION $ESD_PHASE prev=$ESD_PREVIOUS_VERSION" > "$ESD_ROOT/hook.out"'})
+    art = build(src, out)
+    SoftwareManager("envcheck", "active", version="2.0", src=art["path"], root=env["root"],
+                    fetch=lambda s, h: _transaction.fetch_artifact(s, h, "/tmp")).run()
+    with open(os.path.join(env["root"], "hook.out")) as handle:
+        assert handle.read() == "envcheck 2.0 post_activate prev=\n"
+
+
+def test_requirements_are_checked(env, tmp_path):
+    src = write_source(tmp_path, name="needy", version="1", extra_spec="requires: ['demo >= 1.1.0']\n")
+    art = build(src, str(tmp_path / "a3"))
+    env["apply"]("active", "1.0.0")
+    with pytest.raises(SoftwareError) as info:
+        SoftwareManager("needy", "active", version="1", src=art["path"], root=env["root"],
+                        fetch=lambda s, h: _transaction.fetch_artifact(s, h, "/tmp")).run()
+    assert info.value.phase == "requires"
+    assert "requirement 'demo >= 1.1.0' not met: demo 1.0.0 is active but demo >= 1.1.0 is required" in info.value.msg
+
+
+def test_version_ordering():
+    key = _transaction.version_key
+    assert key("1.10") > key("1.9") and key("1.0") > key("1.0~rc1") and key("2.0.1") > key("2.0")
+
+
+def test_describe_status(env):
+    env["apply"]("active", "1.0.0")
+    env["apply"]("active", "1.1.0")
+    info = _transaction.describe(_transaction.load_state(env["root"], "demo"))
+    assert info["status"] == "uncommitted" and info["active"] == "1.1.0" and info["backups"] == ["1.0.0"]
+    assert info["digests"]["1.1.0"] == env["arts"]["1.1.0"]["sha256"]
