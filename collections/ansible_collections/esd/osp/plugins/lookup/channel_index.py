@@ -1,0 +1,110 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, esd.osp developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+name: channel_index
+author:
+  - esd.osp developers
+version_added: 0.1.0
+short_description: Read a channel index of an esd.osp repository or depot, after verifying its signature
+description:
+  - Runs on the controller. Reads C(channels/<channel>.json) and its C(.sig) from a repository or depot (a directory
+    or an C(http(s)://)/C(file://) URL) and verifies the Ed25519 signature against the trusted keys before returning
+    anything, so the sha256 pins a play hands to M(esd.osp.software) come from a verified index.
+  - A tampered, unsigned or untrusted index fails the lookup with a message naming the file and what did not match.
+  - Returns one dictionary per term (channel) with C(channel), C(serial), C(key_id), C(index_sha256),
+    C(trusted_keys) and C(entries) (only those of O(name) when given); with O(name) and O(version) it returns that
+    entry instead. Naming an entry the channel does not have fails the lookup. Every entry carries C(sha256), C(size) and C(path) (C(blobs/sha256/<hex>)).
+options:
+  _terms:
+    description: Channel names.
+    type: list
+    elements: str
+    required: true
+  repository:
+    description: The repository (or depot) base, as a directory on the controller or an C(http(s)://)/C(file://) URL.
+    type: str
+    required: true
+  keyring:
+    description: A keyring directory on the controller; its non-revoked public keys are trusted.
+    type: path
+  public_keys:
+    description: Trusted public keys (C(ed25519:<base64>)), added to those of O(keyring).
+    type: list
+    elements: str
+    default: []
+  name:
+    description: Return only the entry of this name (with O(version)).
+    type: str
+  version:
+    description: The version of O(name) to return.
+    type: str
+  validate_certs:
+    description: Validate TLS certificates of an C(https://) repository.
+    type: bool
+    default: true
+"""
+
+EXAMPLES = r"""
+- name: Pin the production artifact from the verified index
+  ansible.builtin.set_fact:
+    payroll: "{{ lookup('esd.osp.channel_index', 'production', repository='/srv/esd/repository',
+                 keyring='/etc/esd/keys', name='payroll-agent', version='2.4.1') }}"
+
+- name: Install it from the host's depot, pinned to the signed sha256
+  esd.osp.software:
+    name: payroll-agent
+    version: 2.4.1
+    src: "{{ depot_url }}/{{ payroll.path }}"
+    sha256: "{{ payroll.sha256 }}"
+"""
+
+RETURN = r"""
+_raw:
+  description: One verified index (or entry) per channel.
+  type: list
+  elements: dict
+"""
+
+import hashlib
+
+from ansible.errors import AnsibleError
+from ansible.module_utils.common.text.converters import to_native
+from ansible.plugins.lookup import LookupBase
+
+from ansible_collections.esd.osp.plugins.module_utils import _depot, _signing
+
+
+class LookupModule(LookupBase):
+
+    def run(self, terms, variables=None, **kwargs):
+        self.set_options(var_options=variables, direct=kwargs)
+        repository = self.get_option("repository")
+        keys = list(self.get_option("public_keys") or [])
+        try:
+            if self.get_option("keyring"):
+                keys += _signing.Keyring(self.get_option("keyring")).public_keys()
+            if not keys:
+                raise AnsibleError("esd.osp.channel_index needs trusted keys: give keyring or public_keys")
+            source = _depot.Source(repository, validate_certs=self.get_option("validate_certs"))
+            results = []
+            for channel in terms:
+                data, dummy, index, key = _depot.fetch_index(source, channel, keys)
+                name, version = self.get_option("name"), self.get_option("version")
+                entries = [e for e in index["entries"]
+                           if (not name or e["name"] == name) and (not version or e["version"] == version)]
+                if name and not entries:
+                    raise AnsibleError("%s%s is not in the %s channel of %s (serial %s)" % (
+                        name, " %s" % version if version else "", channel, repository, index.get("serial")))
+                if name and version:
+                    results.append(entries[0])
+                    continue
+                results.append({"channel": channel, "serial": index.get("serial"), "key_id": key,
+                                "index_sha256": hashlib.sha256(data).hexdigest(), "trusted_keys": keys,
+                                "updated_at": index.get("updated_at"), "entries": entries})
+            return results
+        except (_depot.DepotError, _signing.SigningError) as exc:
+            raise AnsibleError("esd.osp.channel_index: %s" % to_native(exc))

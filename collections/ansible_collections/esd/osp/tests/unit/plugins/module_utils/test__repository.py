@@ -1,0 +1,464 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, esd.osp developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import json
+import os
+import stat
+import tarfile
+
+import pytest
+
+from ansible_collections.esd.osp.plugins.module_utils import _repository, _signing
+from ansible_collections.esd.osp.plugins.module_utils._repository import ConflictError, IntegrityError, Repository, RuleError
+from ansible_collections.esd.osp.tests.unit.plugins.module_utils.helpers import build, write_source
+
+
+@pytest.fixture(autouse=True)
+def fixed_epoch(monkeypatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+
+
+@pytest.fixture(scope="module")
+def keyring(tmp_path_factory):
+    ring = _signing.Keyring(str(tmp_path_factory.mktemp("keys")))
+    ring.apply("present", [], "keyadmin")
+    return ring
+
+
+@pytest.fixture
+def repo(tmp_path, keyring):
+    return Repository(str(tmp_path / "repo"), signer=keyring.active_signer(), actor="alice")
+
+
+def package(tmp_path, name="payroll-agent", version="2.4.1", files=None, extra_spec=""):
+    src = write_source(tmp_path / "sources", name=name, version=version, files=files, extra_spec=extra_spec)
+    return build(src, str(tmp_path / "artifacts"))["path"]
+
+
+def raw_artifact(tmp_path, filename, content):
+    path = tmp_path / "raw" / filename
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    return str(path)
+
+
+def test_report(tmp_path, name, version, result="passed", sha256=None, report_id="TR-1"):
+    path = tmp_path / "reports" / ("%s-%s-%s.json" % (name, version, report_id))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = {"id": report_id, "name": name, "version": version, "result": result}
+    if sha256:
+        body["sha256"] = sha256
+    path.write_text(json.dumps(body))
+    return str(path)
+
+
+test_report.__test__ = False  # a helper, not a test
+
+
+def to_production(repo, tmp_path, name, version, **kwargs):
+    repo.promote(name, version, "test", evidence="CO-1")
+    return repo.promote(name, version, "production", test_report=test_report(tmp_path, name, version), **kwargs)
+
+
+def snapshot(top):
+    """Every file under top with its content digest, to prove that check mode writes nothing."""
+    out = {}
+    for current, dirs, files in os.walk(top):
+        for name in files:
+            full = os.path.join(current, name)
+            with open(full, "rb") as handle:
+                out[os.path.relpath(full, top)] = hashlib.sha256(handle.read()).hexdigest()
+    return out
+
+
+# --- immutability and binding -----------------------------------------------------------------
+
+def test_add_stores_the_bytes_once_by_sha256_read_only(repo, tmp_path):
+    artifact = package(tmp_path)
+    result = repo.add(artifact)
+    digest = hashlib.sha256(open(artifact, "rb").read()).hexdigest()
+    assert result["changed"] and result["sha256"] == digest and result["channel"] == "build"
+    blob = repo.blob_path(digest)
+    assert open(blob, "rb").read() == open(artifact, "rb").read()
+    assert stat.S_IMODE(os.stat(blob).st_mode) == 0o444
+    entry = repo.find_entry("build", "payroll-agent", "2.4.1")
+    assert entry["sha256"] == digest and entry["size"] == os.path.getsize(artifact)
+    assert entry["kind"] == "package" and entry["path"] == "blobs/sha256/%s" % digest
+    assert entry["promoted_by"] == "alice" and entry["from_channel"] is None
+    record = repo.load_record("payroll-agent", "2.4.1")
+    assert record["sha256"] == digest and record["state"] == "active" and record["added_by"] == "alice"
+
+
+def test_adding_again_changes_nothing_and_never_rewrites_the_blob(repo, tmp_path):
+    artifact = package(tmp_path)
+    first = repo.add(artifact)
+    before = os.stat(repo.blob_path(first["sha256"]))
+    again = repo.add(artifact)
+    assert again["changed"] is False and again["actions"] == []
+    after = os.stat(repo.blob_path(first["sha256"]))
+    assert (before.st_ino, before.st_mtime_ns) == (after.st_ino, after.st_mtime_ns)
+
+
+def test_a_name_and_version_can_never_map_to_two_digests(repo, tmp_path):
+    repo.add(package(tmp_path))
+    other = package(tmp_path / "rebuilt", files={"bin/tool": "#!/bin/sh\necho changed\n"})
+    with pytest.raises(ConflictError, match="payroll-agent 2.4.1 is already bound to sha256 .* a name and version can "
+                                            "never mean two different artifacts"):
+        repo.add(other)
+    # ... not even after the package was retired: the binding stays as a tombstone
+    repo.retire("payroll-agent")
+    with pytest.raises(ConflictError, match="already bound"):
+        repo.add(other)
+
+
+def test_manifest_and_arguments_must_agree(repo, tmp_path):
+    with pytest.raises(_repository.RepositoryError, match="its manifest says version '2.4.1' but '9.9' was given"):
+        repo.add(package(tmp_path), version="9.9")
+    blob = raw_artifact(tmp_path, "disk.img", b"not a package")
+    with pytest.raises(_repository.RepositoryError, match="give name, version and kind"):
+        repo.add(blob)
+
+
+def test_a_damaged_blob_is_repaired_by_adding_the_right_bytes(repo, tmp_path):
+    artifact = package(tmp_path)
+    digest = repo.add(artifact)["sha256"]
+    blob = repo.blob_path(digest)
+    os.chmod(blob, 0o644)
+    with open(blob, "r+b") as handle:
+        handle.write(b"XX")
+    assert repo.verify()["valid"] is False
+    result = repo.add(artifact)
+    assert result["actions"] == ["repair blob %s (%d bytes)" % (digest, os.path.getsize(artifact))]
+    assert repo.verify()["valid"] is True
+
+
+# --- promotion --------------------------------------------------------------------------------
+
+def test_promotion_goes_build_test_production_and_records_who_when_from_what(repo, tmp_path):
+    repo.add(package(tmp_path))
+    result = repo.promote("payroll-agent", "2.4.1", "test", evidence="scan-ok CO-42")
+    entry = result["entry"]
+    assert entry["from_channel"] == "build" and entry["evidence"] == "scan-ok CO-42" and entry["override"] is None
+    assert entry["promoted_by"] == "alice" and entry["promoted_at"].endswith("Z")
+    report = test_report(tmp_path, "payroll-agent", "2.4.1", report_id="TR-17")
+    prod = repo.promote("payroll-agent", "2.4.1", "production", test_report=report)["entry"]
+    assert prod["from_channel"] == "test" and prod["evidence"] == "TR-17"
+    assert prod["test_record"]["id"] == "TR-17" and prod["test_record"]["result"] == "passed"
+    assert os.path.isfile(repo.p(*prod["test_record"]["record"].split("/")))
+    assert repo.channels_holding("payroll-agent", "2.4.1") == ["build", "test", "production"]
+    events = [json.loads(line) for line in open(repo.p("log", "events.jsonl"))]
+    assert [e["action"] for e in events] == ["add", "promote", "promote"]
+    assert events[-1]["by"] == "alice" and events[-1]["from_channel"] == "test" and events[-1]["evidence"] == "TR-17"
+    # promoting again changes nothing
+    assert repo.promote("payroll-agent", "2.4.1", "production")["changed"] is False
+
+
+def test_skipping_a_site_needs_a_recorded_override(repo, tmp_path):
+    repo.add(package(tmp_path))
+    report = test_report(tmp_path, "payroll-agent", "2.4.1")
+    with pytest.raises(RuleError, match="it is not in the test channel \\(it is in: build\\); promote it to test first"):
+        repo.promote("payroll-agent", "2.4.1", "production", test_report=report)
+    with pytest.raises(RuleError, match="that skips test; skipping a site needs an explicit override reason"):
+        repo.promote("payroll-agent", "2.4.1", "production", from_channel="build", test_report=report)
+    entry = repo.promote("payroll-agent", "2.4.1", "production", from_channel="build", test_report=report,
+                         override="emergency fix, tested on the vendor's lab (CAB-99)")["entry"]
+    assert entry["from_channel"] == "build"
+    assert entry["override"] == "emergency fix, tested on the vendor's lab (CAB-99)"
+    last = json.loads(open(repo.p("log", "events.jsonl")).read().splitlines()[-1])
+    assert last["override"] == entry["override"]
+
+
+def test_promotion_never_goes_backwards_or_into_the_first_channel(repo, tmp_path):
+    repo.add(package(tmp_path))
+    with pytest.raises(RuleError, match="promotion only goes forward"):
+        repo.promote("payroll-agent", "2.4.1", "test", from_channel="production")
+    with pytest.raises(RuleError, match="nothing is promoted into build"):
+        repo.promote("payroll-agent", "2.4.1", "build")
+    with pytest.raises(_repository.RepositoryError, match="unknown channel 'staging'"):
+        repo.promote("payroll-agent", "2.4.1", "staging")
+    with pytest.raises(_repository.RepositoryError, match="payroll-agent 9.9 is not in repository"):
+        repo.promote("payroll-agent", "9.9", "test")
+
+
+def test_nothing_reaches_production_without_a_passing_test_record(repo, tmp_path):
+    digest = repo.add(package(tmp_path))["sha256"]
+    repo.promote("payroll-agent", "2.4.1", "test")
+    with pytest.raises(RuleError, match="has no passing test record; give test_report"):
+        repo.promote("payroll-agent", "2.4.1", "production")
+    failed = test_report(tmp_path, "payroll-agent", "2.4.1", result="failed", report_id="TR-f")
+    with pytest.raises(RuleError, match="its result is failed"):
+        repo.promote("payroll-agent", "2.4.1", "production", test_report=failed)
+    wrong_version = test_report(tmp_path, "payroll-agent", "2.4.0", report_id="TR-v")
+    with pytest.raises(RuleError, match="it is a report for payroll-agent 2.4.0"):
+        repo.promote("payroll-agent", "2.4.1", "production", test_report=wrong_version)
+    wrong_bytes = test_report(tmp_path, "payroll-agent", "2.4.1", sha256="0" * 64, report_id="TR-b")
+    with pytest.raises(RuleError, match="it tested sha256 0000"):
+        repo.promote("payroll-agent", "2.4.1", "production", test_report=wrong_bytes)
+    assert repo.find_entry("production", "payroll-agent", "2.4.1") is None
+    good = test_report(tmp_path, "payroll-agent", "2.4.1", sha256=digest, report_id="TR-ok")
+    assert repo.promote("payroll-agent", "2.4.1", "production", test_report=good)["entry"]["evidence"] == "TR-ok"
+
+
+def test_junit_xml_reports_are_accepted(repo, tmp_path):
+    repo.add(package(tmp_path))
+    repo.promote("payroll-agent", "2.4.1", "test")
+    xml = tmp_path / "junit.xml"
+    xml.write_text("""<?xml version="1.0"?>
+<testsuites name="TR-x" tests="3" failures="1">
+  <testsuite name="install" tests="3" failures="1" errors="0">
+    <properties><property name="esd.name" value="payroll-agent"/><property name="esd.version" value="2.4.1"/></properties>
+    <testcase name="install"/><testcase name="health"/><testcase name="backout"><failure message="x"/></testcase>
+  </testsuite>
+</testsuites>""")
+    with pytest.raises(RuleError, match="its result is failed \\(1 failure"):
+        repo.promote("payroll-agent", "2.4.1", "production", test_report=str(xml))
+    xml.write_text(xml.read_text().replace('failures="1"', 'failures="0"'))
+    assert repo.promote("payroll-agent", "2.4.1", "production", test_report=str(xml))["entry"]["evidence"] == "TR-x"
+
+
+def test_promotion_cost_does_not_depend_on_size_it_never_reads_the_blob(repo, tmp_path, monkeypatch):
+    big = raw_artifact(tmp_path, "media.iso", os.urandom(3 * 1024 * 1024))
+    digest = repo.add(big, name="install-media", version="1.0", kind="media")["sha256"]
+    blob = repo.blob_path(digest)
+    real_open = builtins.open
+
+    def guarded_open(path, *args, **kwargs):
+        assert os.path.abspath(str(path)) != blob, "promotion read the blob"
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", guarded_open)
+    monkeypatch.setattr(_repository._artifact, "sha256_file", lambda path: pytest.fail("promotion hashed %s" % path))
+    repo.promote("install-media", "1.0", "test")
+    report = test_report(tmp_path, "install-media", "1.0")
+    assert repo.promote("install-media", "1.0", "production", test_report=report)["changed"]
+
+
+def test_production_index_is_signed_and_changes_need_the_key(repo, tmp_path, keyring):
+    repo.add(package(tmp_path))
+    to_production(repo, tmp_path, "payroll-agent", "2.4.1")
+    index, key = repo.verify_channel("production", keyring.public_keys())
+    assert key == keyring.load()["active"] and index["serial"] == 1
+    assert [e["name"] for e in index["entries"]] == ["payroll-agent"]
+
+    unsigned = Repository(repo.path, actor="mallory")
+    unsigned.add(package(tmp_path, version="2.5.0"))
+    unsigned.promote("payroll-agent", "2.5.0", "test")
+    before = snapshot(repo.path)
+    with pytest.raises(_repository.RepositoryError, match="give signing_key"):
+        unsigned.promote("payroll-agent", "2.5.0", "production",
+                         test_report=test_report(tmp_path, "payroll-agent", "2.5.0"))
+    assert snapshot(repo.path) == before
+
+
+def test_a_tampered_index_or_blob_is_found(repo, tmp_path, keyring):
+    digest = repo.add(package(tmp_path))["sha256"]
+    to_production(repo, tmp_path, "payroll-agent", "2.4.1")
+    assert repo.verify(keyring.public_keys())["valid"]
+    path = repo.channel_path("production")
+    text = open(path).read()
+    os.chmod(path, 0o644)
+    with open(path, "w") as handle:
+        handle.write(text.replace('"size": ', '"size": 1'))
+    report = repo.verify(keyring.public_keys(), blobs=False)
+    assert not report["valid"]
+    assert any("was modified after it was signed" in p for p in report["problems"])
+    with pytest.raises(_signing.SignatureError, match="modified after it was signed"):
+        repo.verify_channel("production", keyring.public_keys())
+    with open(path, "w") as handle:
+        handle.write(text)
+    blob = repo.blob_path(digest)
+    os.chmod(blob, 0o644)
+    with open(blob, "ab") as handle:
+        handle.write(b"!")
+    assert any("is missing" in p or "corrupt" in p for p in repo.verify(keyring.public_keys())["problems"])
+
+
+def test_key_rotation_and_re_signing(tmp_path):
+    ring = _signing.Keyring(str(tmp_path / "keys"))
+    ring.apply("present", [], "keyadmin")
+    repo = Repository(str(tmp_path / "repo"), signer=ring.active_signer(), actor="alice")
+    repo.add(package(tmp_path))
+    to_production(repo, tmp_path, "payroll-agent", "2.4.1")
+    old = ring.load()["active"]
+    ring.apply("rotated", [], "keyadmin")
+    repo = Repository(repo.path, signer=ring.active_signer(), actor="alice")
+    new = ring.load()["active"]
+    assert repo.sign(check=True)["actions"] == ["sign channel %s with key %s" % (c, new) for c in repo.channels]
+    assert repo.sign()["changed"] and not repo.sign()["changed"]
+    ring.apply("present", [old], "keyadmin")
+    assert repo.verify_channel("production", ring.public_keys())[1] == ring.load()["active"]
+
+
+# --- images: at most two live per family -------------------------------------------------------
+
+def add_image(repo, tmp_path, version, family="debian12-base"):
+    path = raw_artifact(tmp_path, "%s-%s.img" % (family, version), ("rootfs %s %s" % (family, version)).encode())
+    repo.add(path, name=family, version=version, kind="image")
+    return path
+
+
+def test_at_most_two_live_images_per_family_in_production(repo, tmp_path):
+    for version in ("2025.10", "2026.01", "2026.04"):
+        add_image(repo, tmp_path, version)
+    add_image(repo, tmp_path, "1.0", family="ubuntu24-base")
+    to_production(repo, tmp_path, "debian12-base", "2025.10")
+    to_production(repo, tmp_path, "debian12-base", "2026.01")
+    to_production(repo, tmp_path, "ubuntu24-base", "1.0")  # another family does not count
+    with pytest.raises(RuleError, match="2 image\\(s\\) of family debian12-base are already live there "
+                                        "\\(debian12-base 2025.10, debian12-base 2026.01\\) and at most 2 may be; "
+                                        "retire the image designated for removal first"):
+        to_production(repo, tmp_path, "debian12-base", "2026.04")
+    repo.retire("debian12-base", version="2025.10")
+    assert repo.promote("debian12-base", "2026.04", "production",
+                        test_report=test_report(tmp_path, "debian12-base", "2026.04"))["changed"]
+
+
+def test_the_image_limit_is_configurable(tmp_path, keyring):
+    repo = Repository(str(tmp_path / "repo"), signer=keyring.active_signer())
+    path = raw_artifact(tmp_path, "a.img", b"a")
+    repo.add(path, name="rhel9", version="1", kind="image", max_live_images=1)
+    assert repo.config["max_live_images"] == 1
+    add_image(repo, tmp_path, "2", family="rhel9")
+    to_production(repo, tmp_path, "rhel9", "1")
+    with pytest.raises(RuleError, match="at most 1 may be"):
+        to_production(repo, tmp_path, "rhel9", "2")
+
+
+def test_retiring_an_image_in_use_is_refused_unless_forced(repo, tmp_path):
+    add_image(repo, tmp_path, "2025.10")
+    to_production(repo, tmp_path, "debian12-base", "2025.10")
+    with pytest.raises(RuleError, match="still in use on 2 node\\(s\\) \\(prod-001, prod-002\\); move them to another "
+                                        "image first, or force"):
+        repo.retire("debian12-base", version="2025.10", in_use=["prod-002", "prod-001"])
+    assert repo.find_entry("production", "debian12-base", "2025.10") is not None
+    result = repo.retire("debian12-base", version="2025.10", in_use=["prod-001"], force=True)
+    assert result["changed"]
+    last = json.loads(open(repo.p("log", "events.jsonl")).read().splitlines()[-1])
+    assert last["action"] == "retire" and last["forced"] is True
+
+
+# --- lifecycle: delete, retire, archive-retire, restore ----------------------------------------
+
+def test_delete_takes_a_package_out_of_one_channel_only(repo, tmp_path):
+    digest = repo.add(package(tmp_path))["sha256"]
+    to_production(repo, tmp_path, "payroll-agent", "2.4.1")
+    result = repo.delete("payroll-agent", "production")
+    assert result["changed"] and [e["version"] for e in result["entries"]] == ["2.4.1"]
+    assert repo.channels_holding("payroll-agent", "2.4.1") == ["build", "test"]
+    assert os.path.isfile(repo.blob_path(digest))
+    assert repo.delete("payroll-agent", "production")["changed"] is False
+    # its test record stays, so it can go back to production without a new report
+    assert repo.promote("payroll-agent", "2.4.1", "production")["entry"]["test_record"]["id"] == "TR-1"
+
+
+def test_retire_removes_the_package_and_all_its_updates_everywhere(repo, tmp_path):
+    base = repo.add(package(tmp_path))["sha256"]
+    update = repo.add(package(tmp_path, name="payroll-agent-hotfix", version="1",
+                              extra_spec="updates: [payroll-agent]\n"))["sha256"]
+    other = repo.add(package(tmp_path, name="ledger", version="1.0"))["sha256"]
+    for name, version in (("payroll-agent", "2.4.1"), ("payroll-agent-hotfix", "1"), ("ledger", "1.0")):
+        to_production(repo, tmp_path, name, version)
+    plan = repo.retire("payroll-agent", check=True)
+    assert sorted(r["name"] for r in plan["retired"]) == ["payroll-agent", "payroll-agent-hotfix"]
+    result = repo.retire("payroll-agent")
+    assert result["archive"] is None
+    for channel in repo.channels:
+        assert [e["name"] for e in repo.load_channel(channel)["entries"]] == ["ledger"]
+    assert not os.path.exists(repo.blob_path(base)) and not os.path.exists(repo.blob_path(update))
+    assert os.path.exists(repo.blob_path(other))
+    assert repo.load_record("payroll-agent", "2.4.1")["state"] == "retired"
+    assert repo.retire("payroll-agent")["changed"] is False
+    with pytest.raises(_repository.RepositoryError, match="has no package named nosuch"):
+        repo.retire("nosuch")
+
+
+def test_archive_retire_writes_a_verifiable_archive_that_restores(repo, tmp_path, keyring):
+    artifact = package(tmp_path)
+    digest = repo.add(artifact)["sha256"]
+    to_production(repo, tmp_path, "payroll-agent", "2.4.1")
+    archive_dir = str(tmp_path / "archives")
+    result = repo.retire("payroll-agent", archive_dir=archive_dir)
+    archive = result["archive"]
+    assert os.path.isfile(archive["path"]) and archive["signed_by"] == keyring.load()["active"]
+    sidecar = open(archive["path"] + ".sha256").read().split()
+    assert sidecar == [archive["sha256"], os.path.basename(archive["path"])]
+    assert not os.path.exists(repo.blob_path(digest))
+    assert repo.load_record("payroll-agent", "2.4.1")["archive"] == archive["path"]
+
+    info = _repository.verify_archive(archive["path"], keyring.public_keys())
+    assert info["signed_by"] == keyring.load()["active"]
+    assert info["manifest"]["packages"][0]["channels"]["production"]["evidence"] == "TR-1"
+
+    restored = repo.restore(archive["path"], public_keys=keyring.public_keys())
+    assert restored["restored"] == [{"name": "payroll-agent", "version": "2.4.1", "sha256": digest}]
+    assert open(repo.blob_path(digest), "rb").read() == open(artifact, "rb").read()
+    assert repo.channels_holding("payroll-agent", "2.4.1") == ["build"]
+    assert repo.verify()["valid"]
+    assert repo.restore(archive["path"])["changed"] is False
+    # back through the sites; the archived test record still counts for the same bytes
+    repo.promote("payroll-agent", "2.4.1", "test")
+    assert repo.promote("payroll-agent", "2.4.1", "production")["entry"]["test_record"]["id"] == "TR-1"
+
+
+def test_a_damaged_or_wrongly_signed_archive_is_refused(repo, tmp_path):
+    repo.add(package(tmp_path))
+    path = repo.retire("payroll-agent", archive_dir=str(tmp_path / "archives"))["archive"]["path"]
+    stranger = _signing.Signer.generate()
+    with pytest.raises(IntegrityError, match="signed by key .* which is not trusted here"):
+        _repository.verify_archive(path, [stranger.public_key])
+    with tarfile.open(path) as tar:
+        offset = [m for m in tar.getmembers() if m.name.startswith("blobs/")][0].offset_data
+    data = bytearray(open(path, "rb").read())
+    data[offset + 10] ^= 0xFF  # inside the archived blob
+    with open(path, "wb") as handle:
+        handle.write(bytes(data))
+    with pytest.raises(IntegrityError, match="is corrupt: its sha256 is"):
+        _repository.verify_archive(path)
+    os.unlink(path + ".sha256")
+    with pytest.raises(IntegrityError, match="corrupt"):
+        repo.restore(path)
+
+
+def test_check_mode_computes_the_same_result_and_writes_nothing(repo, tmp_path):
+    artifact = package(tmp_path)
+    planned = repo.add(artifact, check=True)
+    assert not os.path.exists(repo.path)
+    assert repo.add(artifact)["actions"] == planned["actions"]
+    add_image(repo, tmp_path, "2025.10")
+    to_production(repo, tmp_path, "debian12-base", "2025.10")
+    repo.promote("payroll-agent", "2.4.1", "test")
+    before = snapshot(repo.path)
+    report = test_report(tmp_path, "payroll-agent", "2.4.1")
+    checks = [
+        repo.promote("payroll-agent", "2.4.1", "production", test_report=report, check=True),
+        repo.delete("payroll-agent", "test", check=True),
+        repo.retire("payroll-agent", archive_dir=str(tmp_path / "a"), check=True),
+    ]
+    with pytest.raises(RuleError, match="still in use"):
+        repo.retire("debian12-base", in_use=["prod-001"], check=True)
+    assert snapshot(repo.path) == before and not os.path.exists(str(tmp_path / "a"))
+    assert all(c["changed"] for c in checks)
+    assert repo.promote("payroll-agent", "2.4.1", "production", test_report=report)["actions"] == checks[0]["actions"]
+
+
+def test_channels_are_configurable(tmp_path, keyring):
+    repo = Repository(str(tmp_path / "repo"), signer=keyring.active_signer())
+    repo.add(package(tmp_path), channels=["dev", "qa", "uat", "prod"])
+    repo.promote("payroll-agent", "2.4.1", "qa")
+    with pytest.raises(RuleError, match="that skips uat"):
+        repo.promote("payroll-agent", "2.4.1", "prod", from_channel="qa",
+                     test_report=test_report(tmp_path, "payroll-agent", "2.4.1"))
+    with pytest.raises(_repository.RepositoryError, match="changing the channels is not supported"):
+        repo.plan_config(channels=["build", "production"])
+
+
+def test_one_writer_at_a_time(repo, tmp_path):
+    repo.add(package(tmp_path))
+    with repo.lock():
+        with pytest.raises(_repository.RepositoryError, match="is locked by another run \\(pid %d\\)" % os.getpid()):
+            Repository(repo.path).promote("payroll-agent", "2.4.1", "test")
