@@ -1,0 +1,321 @@
+"""The ledger: one directory per change order with its state, decisions, stage artifacts and audit log.
+
+Layout of ``<root>/<change-order id>/``::
+
+    change_order.yml   the change order exactly as registered (its sha256 is in state.json)
+    state.json         current state; replaced atomically (temp file, fsync, rename)
+    audit.jsonl        append-only audit log; each record carries the hash of the one before
+    lock               fcntl lock held by the process running the change order (holds pid/user/host)
+    cancel             present when `esd cancel` asked a running process to stop
+    stages/<step>/attempt-<n>/    the ansible-runner private data dir of each stage attempt
+    artifacts/         what build stages produce
+
+The audit log's records are canonical JSON (sorted keys, no spaces) hashed with sha256 over every
+field but ``hash``; ``prev`` is the previous record's hash (64 zeros for the first). state.json
+keeps the head (seq and hash of the last record written), so removing records from the end of the
+log is detected too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import socket
+import sys
+import tempfile
+
+from esd.errors import LedgerError, LockedError, UsageError
+
+GENESIS = "0" * 64
+STATE_FORMAT = "esd.osp/ledger/v1"
+
+
+def now():
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def timestamp(moment=None):
+    return (moment or now()).isoformat(timespec="milliseconds")
+
+
+def canonical(data):
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def record_hash(record):
+    body = {key: value for key, value in record.items() if key != "hash"}
+    return hashlib.sha256(canonical(body).encode("utf-8")).hexdigest()
+
+
+def atomic_write(path, data):
+    """Write bytes/str to ``path`` so readers see the old or the new content, never a mix."""
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    directory = os.path.dirname(path)
+    handle, temporary = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=directory)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    _fsync_dir(directory)
+
+
+def _fsync_dir(directory):
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def default_root():
+    """``ESD_LEDGER``, else ``$ESD_HOME/ledger``, else ``./.esd/ledger``."""
+    if os.environ.get("ESD_LEDGER"):
+        return os.path.abspath(os.environ["ESD_LEDGER"])
+    if os.environ.get("ESD_HOME"):
+        return os.path.join(os.path.abspath(os.environ["ESD_HOME"]), "ledger")
+    return os.path.abspath(os.path.join(".esd", "ledger"))
+
+
+class Ledger:
+    """All change orders under one root directory."""
+
+    def __init__(self, root=None):
+        self.root = os.path.abspath(root or default_root())
+
+    def entry(self, change_order_id):
+        return Entry(os.path.join(self.root, change_order_id), change_order_id)
+
+    def exists(self, change_order_id):
+        return os.path.isfile(os.path.join(self.root, change_order_id, "state.json"))
+
+    def ids(self):
+        if not os.path.isdir(self.root):
+            return []
+        return sorted(name for name in os.listdir(self.root)
+                      if os.path.isfile(os.path.join(self.root, name, "state.json")))
+
+    def get(self, change_order_id):
+        if not self.exists(change_order_id):
+            raise UsageError("no change order %s in the ledger %s" % (change_order_id, self.root))
+        return self.entry(change_order_id)
+
+
+class Entry:
+    """One change order's ledger directory."""
+
+    def __init__(self, path, change_order_id):
+        self.path = path
+        self.id = change_order_id
+        self.state_path = os.path.join(path, "state.json")
+        self.audit_path = os.path.join(path, "audit.jsonl")
+        self.lock_path = os.path.join(path, "lock")
+        self.cancel_path = os.path.join(path, "cancel")
+        self.change_order_path = os.path.join(path, "change_order.yml")
+        self._lock_handle = None
+
+    # --- state -------------------------------------------------------------------------------------
+
+    def create(self, change_order_bytes, state):
+        os.makedirs(self.path, exist_ok=True)
+        atomic_write(self.change_order_path, change_order_bytes)
+        self.write_state(state)
+
+    def read_state(self):
+        try:
+            with open(self.state_path, encoding="utf-8") as handle:
+                return json.load(handle)
+        except FileNotFoundError:
+            raise UsageError("no change order %s in the ledger" % self.id) from None
+        except (OSError, ValueError) as exc:
+            raise LedgerError("cannot read %s: %s" % (self.state_path, exc)) from None
+
+    def write_state(self, state):
+        state["updated_at"] = timestamp()
+        atomic_write(self.state_path, json.dumps(state, indent=2, sort_keys=True, default=str) + "\n")
+
+    def stage_dir(self, step_id, attempt):
+        return os.path.join(self.path, "stages", step_id, "attempt-%d" % attempt)
+
+    # --- audit log ---------------------------------------------------------------------------------
+
+    def read_audit(self):
+        """Audit records in order; raise LedgerError when a line is not JSON."""
+        records = []
+        if not os.path.exists(self.audit_path):
+            return records
+        with open(self.audit_path, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    records.append(json.loads(line))
+                except ValueError:
+                    raise LedgerError("audit log %s line %d is not JSON" % (self.audit_path, number)) from None
+        return records
+
+    def _last_record(self):
+        """The last audit record (read from the end of the file, not the whole log)."""
+        try:
+            with open(self.audit_path, "rb") as handle:
+                handle.seek(0, os.SEEK_END)
+                size = handle.tell()
+                block = min(size, 65536)
+                while True:
+                    handle.seek(size - block)
+                    tail = handle.read(block)
+                    lines = tail.rstrip(b"\n").split(b"\n")
+                    if len(lines) > 1 or block == size:
+                        return json.loads(lines[-1]) if lines[-1] else None
+                    block = min(size, block * 4)
+        except FileNotFoundError:
+            return None
+
+    def append_audit(self, event, actor, data=None, state=None):
+        """Append one hash-chained record; when ``state`` is given its audit head is updated and saved."""
+        last = self._last_record()
+        record = {
+            "seq": (last["seq"] + 1) if last else 1,
+            "time": timestamp(),
+            "change_order": self.id,
+            "event": event,
+            "actor": actor,
+            "data": data or {},
+            "prev": last["hash"] if last else GENESIS,
+        }
+        record["hash"] = record_hash(record)
+        line = canonical(record) + "\n"
+        fd = os.open(self.audit_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line.encode("utf-8"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if state is not None:
+            state["audit_head"] = {"seq": record["seq"], "hash": record["hash"]}
+            self.write_state(state)
+        return record
+
+    def verify_audit(self):
+        """Check the chain; return (ok, problems, count). Problems name the record and what is wrong."""
+        problems = []
+        try:
+            records = self.read_audit()
+        except LedgerError as exc:
+            return False, [str(exc)], 0
+        previous = GENESIS
+        for index, record in enumerate(records, start=1):
+            seq = record.get("seq")
+            if seq != index:
+                problems.append("record %d: sequence number is %s (a record was deleted or inserted)" % (index, seq))
+            if record.get("prev") != previous:
+                problems.append("record %s: prev does not match the hash of the record before it" % seq)
+            if record.get("hash") != record_hash(record):
+                problems.append("record %s: content does not match its hash (the record was edited)" % seq)
+            previous = record.get("hash")
+        try:
+            head = self.read_state().get("audit_head")
+        except (UsageError, LedgerError) as exc:
+            problems.append(str(exc))
+            head = None
+        if head:
+            if head["seq"] > len(records):
+                problems.append("the log ends at record %d but the ledger state recorded record %d: records were "
+                                "deleted from the end" % (len(records), head["seq"]))
+            elif records[head["seq"] - 1].get("hash") != head["hash"]:
+                problems.append("record %d does not match the hash the ledger state recorded for it" % head["seq"])
+        return not problems, problems, len(records)
+
+    # --- lock --------------------------------------------------------------------------------------
+
+    def lock(self, user, command):
+        """Take the change order's exclusive lock or raise LockedError naming the holder."""
+        os.makedirs(self.path, exist_ok=True)
+        handle = open(self.lock_path, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                handle.close()
+                raise
+            handle.seek(0)
+            try:
+                holder = json.loads(handle.read() or "{}")
+            except ValueError:
+                holder = {}
+            handle.close()
+            raise LockedError(self.id, holder) from None
+        holder = {"pid": os.getpid(), "user": user, "host": socket.gethostname(), "command": command,
+                  "since": timestamp()}
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps(holder))
+        handle.flush()
+        self._lock_handle = handle
+        return holder
+
+    def unlock(self):
+        if self._lock_handle is not None:
+            with contextlib.suppress(OSError):
+                self._lock_handle.seek(0)
+                self._lock_handle.truncate()
+                self._lock_handle.flush()
+            fcntl.flock(self._lock_handle.fileno(), fcntl.LOCK_UN)
+            self._lock_handle.close()
+            self._lock_handle = None
+
+    def lock_holder(self):
+        """The holder recorded in the lock file when a live process holds it, else None."""
+        if not os.path.exists(self.lock_path):
+            return None
+        with open(self.lock_path, "a+", encoding="utf-8") as handle:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except OSError:
+                handle.seek(0)
+                try:
+                    return json.loads(handle.read() or "{}") or {"pid": None}
+                except ValueError:
+                    return {"pid": None}
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+            return None
+
+    @contextlib.contextmanager
+    def locked(self, user, command):
+        self.lock(user, command)
+        try:
+            yield self
+        finally:
+            self.unlock()
+
+    # --- cancel requests ---------------------------------------------------------------------------
+
+    def request_cancel(self, actor, comment):
+        atomic_write(self.cancel_path, json.dumps({"actor": actor, "comment": comment, "time": timestamp()}))
+
+    def cancel_request(self):
+        try:
+            with open(self.cancel_path, encoding="utf-8") as handle:
+                return json.load(handle)
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def clear_cancel(self):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.cancel_path)
+
+
+def command_line():
+    return " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:])[:200]
