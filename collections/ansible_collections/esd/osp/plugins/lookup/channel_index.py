@@ -7,7 +7,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 name: channel_index
 author:
-  - esd.osp developers
+  - esd.osp developers (@esd-osp)
 version_added: 0.1.0
 short_description: Read a channel index of an esd.osp repository or depot, after verifying its signature
 description:

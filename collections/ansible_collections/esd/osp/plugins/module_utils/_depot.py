@@ -285,8 +285,8 @@ class Depot(object):
                 stats["blobs_present"] += 1
                 continue
             todo.append((sha256, entry, status))
-            actions.append("%s %s %s (blob %s, %d bytes)" % ("repair" if status == "corrupt" else "fetch",
-                                                            entry["name"], entry["version"], sha256, entry["size"]))
+            verb = "repair" if status == "corrupt" else "fetch"
+            actions.append("%s %s %s (blob %s, %d bytes)" % (verb, entry["name"], entry["version"], sha256, entry["size"]))
         published = read_bytes(self.index_path)
         publish = published != data
         if publish:

@@ -42,7 +42,7 @@ import shutil
 import tarfile
 import tempfile
 import time
-import xml.etree.ElementTree as ElementTree
+from xml.etree import ElementTree
 
 from ansible_collections.esd.osp.plugins.module_utils import _artifact
 from ansible_collections.esd.osp.plugins.module_utils import _signing
@@ -506,7 +506,8 @@ class Repository(object):
             if not in_first:
                 actions.append("enter %s %s into channel %s" % (name, version, first))
             result = {"changed": bool(actions), "actions": actions, "name": name, "version": version,
-                      "sha256": sha256, "size": size, "kind": kind, "channel": first}
+                      "sha256": sha256, "size": size, "kind": kind, "channel": first,
+                      "all_channels": list((config or self.config)["channels"])}
             if check or not actions:
                 return result
             if config is not None:
@@ -618,8 +619,8 @@ class Repository(object):
                     actions.append("store test record %s (%s)" % (new_record[0]["id"], new_record[0]["result"]))
                 if record.get("kind") == "image":
                     self._check_image_limit(record, channel)
-            actions.append("promote %s %s from %s to %s%s" % (name, version, source, channel,
-                                                               " (override: %s)" % override if source != previous else ""))
+            note = " (override: %s)" % override if source != previous else ""
+            actions.append("promote %s %s from %s to %s%s" % (name, version, source, channel, note))
             entry = self._entry(record, channel, source, evidence or (test_record or {}).get("id"),
                                 override if source != previous else None, test_record)
             result = {"changed": True, "actions": actions, "entry": entry, "name": name, "version": version,
@@ -953,6 +954,18 @@ def _extract_member(tar, member, dest, mode):
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def archive_scope(path):
+    """The {name, version} an archive was written for, read without verifying anything (None if unreadable)."""
+    try:
+        with tarfile.open(path, mode="r:") as tar:
+            member = tar.next()
+            if member is None or member.name != "ARCHIVE.json":
+                return None
+            return json.loads(tar.extractfile(member).read().decode("utf-8")).get("scope")
+    except (tarfile.TarError, OSError, ValueError):
+        return None
 
 
 def verify_archive(path, public_keys=None):

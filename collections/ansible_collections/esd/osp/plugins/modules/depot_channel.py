@@ -24,7 +24,7 @@ description:
   - O(state=absent) is the catalogue's C(delete_package) on depots, removing packages' blobs from this depot and
     keeping them out of later syncs until readmitted with O(readmit).
 author:
-  - esd.osp developers
+  - esd.osp developers (@esd-osp)
 options:
   path:
     description: The depot directory (what the web server serves), inside O(root).
@@ -47,8 +47,8 @@ options:
     default: present
   src:
     description:
-      - The upstream base, as seen from the depot host, that holds C(channels/<channel>.json) and C(blobs/sha256/<hex>):
-        an C(http://), C(https://) or C(file://) URL, or a directory. Required for O(state=present).
+      - The upstream base, as seen from the depot host, that holds C(channels/<channel>.json) and C(blobs/sha256/<hex>),
+        as an C(http://), C(https://) or C(file://) URL, or a directory. Required for O(state=present).
     type: str
   public_keys:
     description: Trusted Ed25519 public keys (C(ed25519:<base64>)); the index must be signed by one of them. Required for O(state=present).
@@ -94,18 +94,22 @@ options:
   actor:
     description: Who runs the sync, recorded in C(depot.json). Defaults to E(ESD_USER), else the login user.
     type: str
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
   diff_mode:
     support: full
+  platform:
+    platforms: posix
 notes:
   - Only one sync runs on a depot at a time; C(<path>/.lock) holds the pid of the running one.
   - The state file C(<path>/depot.json) records the published serial, the upstream, the signing key id and the
     packages deleted from this depot.
 seealso:
   - module: esd.osp.repository
-  - role: esd.osp.depot
+  - module: esd.osp.repository_info
 """
 
 EXAMPLES = r"""

@@ -25,7 +25,7 @@ description:
     O(signing_key) is given. Depots and the controller verify that signature before trusting any digest.
   - Every change is appended to C(log/events.jsonl) in the repository.
 author:
-  - esd.osp developers
+  - esd.osp developers (@esd-osp)
 options:
   path:
     description: The repository directory on the managed host. Created by the first O(state=present).
@@ -128,11 +128,15 @@ options:
   max_live_images:
     description: How many images of one family may be live in the last channel (default 2 when the repository is created).
     type: int
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
   diff_mode:
     support: full
+  platform:
+    platforms: posix
 notes:
   - Promotion checks that the blob exists (and its size) but does not re-hash it; use M(esd.osp.repository_info) with
     O(esd.osp.repository_info#module:verify_blobs=true) for a full integrity check.
@@ -283,6 +287,9 @@ def simulate(before, state, result, channels):
         gone = set((r["name"], r["version"]) for r in result["retired"])
         for channel in after:
             after[channel] = [v for v in after[channel] if (result.get("name"), v) not in gone]
+    elif state == "restored":
+        back = set(r["version"] for r in result["restored"] if r["name"] == result.get("name"))
+        after[channels[0]] = sorted(set(after[channels[0]]) | back)
     return after
 
 
@@ -313,6 +320,8 @@ class RepositoryModule(object):
                 name = read_manifest(p["src"])["name"]
             except ArtifactError:
                 name = None  # add() explains what is wrong with src
+        elif state == "restored":
+            name = (_repository.archive_scope(p["src"]) or {}).get("name")
         before = membership(repo, name)
         if state == "present":
             result = repo.add(p["src"], name=p["name"], version=p["version"], kind=p["kind"], family=p["family"],
@@ -336,9 +345,11 @@ class RepositoryModule(object):
                 result["name"] = name
             elif state == "restored":
                 result = repo.restore(p["src"], public_keys=p["public_keys"], check=check)
+                result["name"] = name
             else:
                 result = repo.sign(check=check)
-        after = simulate(before, state, result, repo.channels) if check else membership(repo, name)
+        channels = result.get("all_channels") or repo.channels
+        after = simulate(before, state, result, channels) if check else membership(repo, name)
         out = {"changed": result["changed"], "actions": result["actions"]}
         for key in ("entry", "sha256", "size", "retired", "deleted", "archive", "restored", "key_id"):
             if key in result:

@@ -17,7 +17,7 @@ description:
     blob is re-hashed. Problems are listed in RV(problems) and RV(valid) says whether there were none; the module does
     not fail on them unless O(fail_on_problems).
 author:
-  - esd.osp developers
+  - esd.osp developers (@esd-osp)
 options:
   path:
     description: The repository directory on the managed host.
@@ -48,11 +48,15 @@ options:
     description: Fail when a signature does not verify or a blob is missing or corrupt.
     type: bool
     default: false
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 seealso:
   - module: esd.osp.repository
 """

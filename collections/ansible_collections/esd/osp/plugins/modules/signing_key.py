@@ -21,7 +21,7 @@ description:
     has synced an index signed by the new one.
   - Needs the Python library C(cryptography) on the managed host (the controller or the repository host).
 author:
-  - esd.osp developers
+  - esd.osp developers (@esd-osp)
 options:
   path:
     description: The keyring directory.
@@ -43,11 +43,15 @@ options:
   actor:
     description: Who does this, recorded in the keyring. Defaults to E(ESD_USER), else the login user.
     type: str
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 seealso:
   - module: esd.osp.repository
 """

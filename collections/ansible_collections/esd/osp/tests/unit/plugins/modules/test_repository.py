@@ -1,0 +1,145 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, esd.osp developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The repository, repository_info, signing_key and depot_channel modules, run as Ansible runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from ansible.module_utils.testing import patch_module_args
+
+from ansible_collections.esd.osp.plugins.modules import depot_channel, repository, repository_info, signing_key
+from ansible_collections.esd.osp.tests.unit.plugins.module_utils.helpers import build, write_source
+
+
+@pytest.fixture(autouse=True)
+def fixed_epoch(monkeypatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+
+
+def run(module, capsys, **args):
+    """Run a module's main() with args (plus _ansible_check_mode/_ansible_diff); return its JSON result."""
+    with patch_module_args(args):
+        with pytest.raises(SystemExit) as exit_info:
+            module.main()
+    result = json.loads(capsys.readouterr().out)
+    result["rc"] = exit_info.value.code
+    return result
+
+
+@pytest.fixture
+def env(tmp_path, capsys):
+    keys = str(tmp_path / "keys")
+    assert run(signing_key, capsys, path=keys)["changed"]
+    artifact = build(write_source(tmp_path / "src", name="payroll-agent", version="2.4.1"), str(tmp_path / "out"))
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps({"id": "TR-9", "name": "payroll-agent", "version": "2.4.1", "result": "passed"}))
+    return {"repo": str(tmp_path / "repo"), "keys": keys, "artifact": artifact, "report": str(report)}
+
+
+def four_steps(module, capsys, **args):
+    """check -> apply -> check again -> apply again: changed, changed, unchanged, unchanged."""
+    results = [run(module, capsys, _ansible_check_mode=check, _ansible_diff=True, **args)
+               for check in (True, False, True, False)]
+    assert [r["rc"] for r in results] == [0, 0, 0, 0], results
+    assert [r["changed"] for r in results] == [True, True, False, False], results
+    assert results[0]["actions"] == results[1]["actions"]
+    assert results[0]["diff"]["after"] == results[1]["diff"]["after"]
+    return results[1]
+
+
+def test_add_and_promote_in_four_steps(env, capsys):
+    added = four_steps(repository, capsys, path=env["repo"], src=env["artifact"]["path"], actor="bob")
+    assert added["sha256"] == env["artifact"]["sha256"] and added["channels"] == {"build": ["2.4.1"], "test": [], "production": []}
+    promoted = four_steps(repository, capsys, path=env["repo"], name="payroll-agent", version="2.4.1", channel="test",
+                          state="promoted", evidence="CO-7", actor="alice")
+    assert promoted["entry"]["promoted_by"] == "alice" and promoted["entry"]["evidence"] == "CO-7"
+    assert promoted["diff"]["before"] == "build: 2.4.1\ntest: -\nproduction: -\n"
+    assert promoted["diff"]["after"] == "build: 2.4.1\ntest: 2.4.1\nproduction: -\n"
+    prod = four_steps(repository, capsys, path=env["repo"], name="payroll-agent", version="2.4.1", channel="production",
+                      state="promoted", test_report=env["report"], signing_key=env["keys"], actor="alice")
+    assert prod["entry"]["test_record"]["id"] == "TR-9"
+
+
+def test_refusals_are_clear_failures(env, capsys):
+    run(repository, capsys, path=env["repo"], src=env["artifact"]["path"])
+    skip = run(repository, capsys, path=env["repo"], name="payroll-agent", version="2.4.1", channel="production",
+               state="promoted", signing_key=env["keys"], test_report=env["report"])
+    assert skip["failed"] and skip["error"] == "RuleError"
+    assert skip["msg"].startswith("Failed to promote payroll-agent 2.4.1 in repository %s: cannot promote payroll-agent "
+                                  "2.4.1 to production: it is not in the test channel" % env["repo"])
+    run(repository, capsys, path=env["repo"], name="payroll-agent", version="2.4.1", channel="test", state="promoted")
+    unsigned = run(repository, capsys, path=env["repo"], name="payroll-agent", version="2.4.1", channel="production",
+                   state="promoted", test_report=env["report"])
+    assert unsigned["failed"] and "give signing_key" in unsigned["msg"]
+    missing = run(repository, capsys, path=env["repo"], state="promoted", name="payroll-agent")
+    assert missing["failed"] and "missing" in missing["msg"] and "channel" in missing["msg"]
+
+
+def test_retire_archive_restore_through_the_module(env, capsys, tmp_path):
+    base = dict(path=env["repo"], signing_key=env["keys"])
+    run(repository, capsys, path=env["repo"], src=env["artifact"]["path"])
+    run(repository, capsys, state="promoted", name="payroll-agent", version="2.4.1", channel="test", **base)
+    run(repository, capsys, state="promoted", name="payroll-agent", version="2.4.1", channel="production",
+        test_report=env["report"], **base)
+    archived = four_steps(repository, capsys, state="archived", name="payroll-agent",
+                          archive_dir=str(tmp_path / "archives"), **base)
+    assert archived["retired"][0]["channels"] == ["build", "test", "production"]
+    assert archived["channels"] == {"build": [], "test": [], "production": []}
+    info = run(repository_info, capsys, path=env["repo"], name="payroll-agent", keyring=env["keys"], verify_blobs=True)
+    assert info["valid"] and info["catalogue"][0]["state"] == "retired"
+    path = info["catalogue"][0]["archive"]
+    assert os.path.isfile(path)
+    restored = run(repository, capsys, state="restored", src=path, **base)
+    assert restored["changed"] and restored["channels"]["build"] == ["2.4.1"]
+
+
+def test_repository_info_reports_tampering(env, capsys):
+    base = dict(path=env["repo"], signing_key=env["keys"])
+    run(repository, capsys, path=env["repo"], src=env["artifact"]["path"])
+    run(repository, capsys, state="promoted", name="payroll-agent", version="2.4.1", channel="test", **base)
+    run(repository, capsys, state="promoted", name="payroll-agent", version="2.4.1", channel="production",
+        test_report=env["report"], **base)
+    good = run(repository_info, capsys, path=env["repo"], channel="production", keyring=env["keys"])
+    assert good["valid"] and good["changed"] is False and good["channels"]["production"]["verified"] is True
+    assert [e["name"] for e in good["channels"]["production"]["entries"]] == ["payroll-agent"]
+    index = os.path.join(env["repo"], "channels", "production.json")
+    os.chmod(index, 0o644)
+    with open(index, "a") as handle:
+        handle.write(" ")
+    bad = run(repository_info, capsys, path=env["repo"], keyring=env["keys"], fail_on_problems=True)
+    assert bad["failed"] and "was modified after it was signed" in bad["msg"]
+    assert run(repository_info, capsys, path=str(env["repo"]) + "-none")["exists"] is False
+
+
+def test_depot_channel_module_syncs_and_deletes(env, capsys, tmp_path):
+    base = dict(path=env["repo"], signing_key=env["keys"])
+    run(repository, capsys, path=env["repo"], src=env["artifact"]["path"])
+    run(repository, capsys, state="promoted", name="payroll-agent", version="2.4.1", channel="test", **base)
+    run(repository, capsys, state="promoted", name="payroll-agent", version="2.4.1", channel="production",
+        test_report=env["report"], **base)
+    keys = run(signing_key, capsys, path=env["keys"])["public_keys"]
+    synced = four_steps(depot_channel, capsys, path="/srv/esd/depot", root=str(tmp_path / "depot-01"),
+                        src="file://" + env["repo"], public_keys=keys, bandwidth_limit=0)
+    assert synced["path"] == str(tmp_path / "depot-01" / "srv" / "esd" / "depot")
+    assert synced["blobs_fetched"] == 1 and synced["serial"] == 1
+    blob = os.path.join(synced["path"], "blobs", "sha256", env["artifact"]["sha256"])
+    assert os.path.isfile(blob)
+    deleted = four_steps(depot_channel, capsys, path=synced["path"], state="absent", packages=["payroll-agent"])
+    assert deleted["deleted"][0]["version"] == "2.4.1" and not os.path.exists(blob)
+    refused = run(depot_channel, capsys, path=synced["path"], src="file://" + env["repo"],
+                  public_keys=["ed25519:" + "A" * 43 + "="])
+    assert refused["failed"] and "is not trusted here" in refused["msg"]
+
+
+def test_signing_key_rotation(env, capsys):
+    first = run(signing_key, capsys, path=env["keys"])
+    assert first["changed"] is False and len(first["public_keys"]) == 1
+    rotated = run(signing_key, capsys, path=env["keys"], state="rotated", _ansible_check_mode=True)
+    assert rotated["changed"] and run(signing_key, capsys, path=env["keys"])["active_key_id"] == first["active_key_id"]
+    rotated = run(signing_key, capsys, path=env["keys"], state="rotated", revoke=[first["active_key_id"]])
+    assert rotated["active_key_id"] != first["active_key_id"] and len(rotated["public_keys"]) == 1
+    assert [k["status"] for k in rotated["keys"]] == ["revoked", "active"]
