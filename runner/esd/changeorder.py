@@ -493,7 +493,7 @@ def validate_document(data, base_dir, check_files=True):
     c = _Checker(base_dir, check_files)
     if not isinstance(data, dict):
         c.problem("(document)", "a mapping with apiVersion, kind, metadata and spec",
-                  _MISSING if data is None else data)
+                  _Said("an empty document") if data is None else data)
         return c.problems, None, None
     c.mapping(data, "", TOP_FIELDS)
     api = data.get("apiVersion", _MISSING)
@@ -615,6 +615,8 @@ def _check_spec(c, raw, metadata):
             if values is None:
                 continue       # the section itself was already reported
             raw_section = section.get(head)
+            if raw_section is not None and not isinstance(raw_section, dict):
+                continue       # the section has the wrong shape, already reported
             raw_value = raw_section.get(key, _MISSING) if isinstance(raw_section, dict) else _MISSING
             if raw_value is _MISSING or raw_value is None:
                 rule = _FIELD_RULES.get(required)

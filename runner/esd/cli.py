@@ -135,7 +135,7 @@ def cmd_decide(args):
     outcome = engine.decide(args.change_order, args.gate, identity.current(args.actor), args.command == "approve",
                             args.comment)
     _emit(args, outcome.as_dict(), outcome.message)
-    return ExitCode.SUCCESS if args.command == "approve" else ExitCode.STOPPED
+    return outcome.exit_code
 
 
 def cmd_cancel(args):

@@ -51,9 +51,12 @@ class Outcome:
     message: str
     step: str | None = None
     hosts: list[str] = dataclasses.field(default_factory=list)
+    code: int | None = None      # when the command's exit code is not the change order's (approve: 0)
 
     @property
     def exit_code(self):
+        if self.code is not None:
+            return int(self.code)
         return int(STATUS_EXIT.get(self.status, ExitCode.FAILED))
 
     def as_dict(self):
@@ -295,8 +298,9 @@ class Engine:
         report.write_reports(state, entry)
         return self._outcome(state, "change order %s succeeded" % co.id)
 
-    def _outcome(self, state, message, step=None, hosts=None):
-        return Outcome(state["change_order"]["id"], state["status"], message, step=step, hosts=hosts or [])
+    def _outcome(self, state, message, step=None, hosts=None, code=None):
+        return Outcome(state["change_order"]["id"], state["status"], message, step=step, hosts=hosts or [],
+                       code=code)
 
     # --- stages ----------------------------------------------------------------------------------
 
@@ -320,6 +324,7 @@ class Engine:
 
         attempt = record["attempts"] + 1
         private_data_dir = entry.stage_dir(step_id, attempt)
+        os.makedirs(private_data_dir, exist_ok=True)
         inputs = self._resolve_inputs(entry, state, planned, actor)
         record.update(status="running", attempts=attempt, started_at=timestamp(), finished_at=None, run_by=actor,
                       private_data_dir=os.path.relpath(private_data_dir, entry.path), pid=None, pid_start=None,
@@ -580,7 +585,8 @@ class Engine:
             self._record_decision(entry, co, state, planned, state["steps"][gate_id], actor, approve, comment)
             if approve:
                 return self._outcome(state, "gate %s of %s approved by %s; continue with `esd run %s`"
-                                     % (gate_id, change_order_id, actor, change_order_id), step=gate_id)
+                                     % (gate_id, change_order_id, actor, change_order_id), step=gate_id,
+                                     code=ExitCode.SUCCESS)
             return self._outcome(state, state["reason"], step=gate_id)
 
     # --- notifications ---------------------------------------------------------------------------

@@ -120,7 +120,8 @@ class Inventory:
 def _encode_input(value, spec):
     """A stage input as it is stored in the plan: literal, or a placeholder dict for run-time values."""
     if isinstance(value, Field):
-        return spec.field(value.path, value.default)
+        found = spec.field(value.path, value.default)
+        return list(found) if isinstance(found, tuple) else found
     if isinstance(value, Ref):
         return {"__from_stage__": value.stage, "path": value.path}
     if isinstance(value, Actor):
@@ -275,7 +276,8 @@ def _rollout_steps(stage, spec, project_dir, resolve, inventory, problems, notes
     if beta:
         step = _stage_step(stage, spec, project_dir, resolve, "%s_beta" % stage.id, "%s (beta group)" % stage.title)
         step.limit_hosts, step.rollout_role = beta, "beta"
-        step.failure_budget_percent = 100 - rollout.min_success_percent
+        # Host failures in the beta group do not fail the stage: the go/no-go gate judges them.
+        step.failure_budget_percent = 100
         steps.append(step)
         steps.append(_gate_step(catalogue.GO_NO_GO, spec))
     for number, wave in enumerate(waves, start=1):
@@ -300,6 +302,23 @@ def _check_refs(steps, problems):
                                             "an output of an earlier stage", describe_input(value)))
         if step.kind == "stage":
             earlier[step.id] = step
+
+
+def render_brief(plan):
+    """One line per step: what the demo and `esd status` readers need."""
+    lines = ["%s: %s (%s), sites %s" % (plan.change_order_id, plan.type, plan.category, ", ".join(plan.sites))]
+    for number, step in enumerate(plan.steps, start=1):
+        if step.kind == "stage":
+            shown = step.limit_hosts if step.limit_hosts is not None else step.hosts
+            hosts = "%d host(s)" % len(shown) if shown is not None else "playbook default hosts"
+            built = "" if step.playbook_exists else " [NOT BUILT YET]"
+            lines.append("  %2d. stage %-18s %-10s %-20s %s%s" % (number, step.id, step.site,
+                                                                 os.path.basename(step.playbook), hosts, built))
+        elif step.kind == "gate":
+            lines.append("  %2d. gate  %-18s %s" % (number, step.id, "automatic" if step.automatic else "manual"))
+        else:
+            lines.append("  %2d. notify %-17s %s" % (number, step.id, step.event))
+    return "\n".join(lines)
 
 
 def render_text(plan, project_dir=None):

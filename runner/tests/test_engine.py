@@ -1,0 +1,366 @@
+"""The engine with scripted stages (no ansible): gates, separation of duties, failures, resume, cancel."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+
+import pytest
+
+from esd import engine as engine_mod
+from esd import ledger as ledger_mod
+from esd.engine import Engine
+from esd.errors import EsdError, GateError, LockedError, ValidationError
+
+from esd_fixtures import REPO, FakeStages, minimal_document, write_document
+
+
+@pytest.fixture
+def stages(monkeypatch):
+    fake = FakeStages()
+    monkeypatch.setattr(engine_mod, "run_stage", fake)
+    return fake
+
+
+@pytest.fixture
+def ledger(tmp_path):
+    return ledger_mod.Ledger(str(tmp_path / "ledger"))
+
+
+@pytest.fixture
+def engine(ledger):
+    return Engine(ledger, project_dir=REPO)
+
+
+def release(workspace, **overrides):
+    overrides.setdefault("spec.approvals", {"required": ["client_acceptance"]})
+    return write_document(workspace, minimal_document("software_release", **overrides))
+
+
+def events(engine, change_order_id, name=None):
+    records = engine.ledger.get(change_order_id).read_audit()
+    return [r for r in records if name is None or r["event"] == name]
+
+
+def stage_starts(engine, change_order_id):
+    return [r["data"]["stage"] for r in events(engine, change_order_id, "stage_started")]
+
+
+CO = "CO-software-release"
+
+
+def test_a_release_runs_through_every_gate_with_distinct_people(workspace, engine, stages):
+    path = release(workspace)
+    outcome = engine.run(path, "bob")
+    assert (outcome.status, outcome.step, outcome.exit_code) == ("waiting", "test_signoff", 3)
+    with pytest.raises(GateError, match="separation of duties: bob built the artifact of change order "
+                                        "CO-software-release and may not approve its test_signoff gate"):
+        engine.decide(CO, "test_signoff", "bob", True)
+    assert engine.decide(CO, "test_signoff", "carol", True, "passed").exit_code == 0
+    assert engine.run(CO, "erin").step == "change_board"
+    with pytest.raises(GateError, match="separation of duties: alice requested change order CO-software-release "
+                                        "and may not approve its change_board gate"):
+        engine.decide(CO, "change_board", "alice", True)
+    engine.decide(CO, "change_board", "dave", True)
+    outcome = engine.run(CO, "erin")
+    assert (outcome.status, outcome.step) == ("waiting", "client_acceptance")
+    engine.decide(CO, "client_acceptance", "alice", True)
+    outcome = engine.run(CO, "erin")
+    assert (outcome.status, outcome.exit_code) == ("succeeded", 0)
+
+    # Each stage ran exactly once, in plan order; the go/no-go was decided by the runner itself.
+    assert stage_starts(engine, CO) == ["build", "test", "install_beta", "install_wave_1", "commit"]
+    state = engine.ledger.get(CO).read_state()
+    assert state["steps"]["go_no_go"]["decided_by"] == "esd"
+    assert state["steps"]["go_no_go"]["comment"] == "automatic: 3 of 3 beta host(s) succeeded (100% >= 100%)"
+    assert state["steps"]["build"]["outputs"]["artifact"]["builder"] == "bob"
+    # The install stages got the build's artifact, pinned by digest; the waves their own hosts.
+    install = [c for c in stages.calls if c["stage"] == "install_wave_1"][0]
+    assert install["extravars"]["software_src"] == "/tmp/hello-agent-1.1.0.esdpkg"
+    assert install["extravars"]["software_sha256"] == "d" * 64
+    assert install["extravars"]["esd_hosts"] == "production"
+    assert install["limit_hosts"] == ["prod-%03d" % n for n in range(4, 25)]
+    assert [r["event"] for r in events(engine, CO, None) if r["event"].startswith("gate_")].count("gate_approved") == 4
+    assert engine.ledger.get(CO).verify_audit()[0]
+    assert os.path.isfile(os.path.join(engine.ledger.get(CO).path, "report", "status.md"))
+
+
+def test_running_a_finished_change_order_does_nothing(workspace, engine, stages):
+    path = release(workspace, **{"spec.approvals": {}})
+    engine.run(path, "bob")
+    engine.decide(CO, "test_signoff", "carol", True)
+    engine.run(CO, "erin")
+    engine.decide(CO, "change_board", "dave", True)
+    assert engine.run(CO, "erin").status == "succeeded"
+    calls = len(stages.calls)
+    outcome = engine.run(CO, "erin")
+    assert outcome.status == "succeeded" and len(stages.calls) == calls
+
+
+def test_a_denied_gate_stops_the_change_order(workspace, engine, stages):
+    engine.run(release(workspace), "bob")
+    outcome = engine.decide(CO, "test_signoff", "carol", False, "health check flaky on test-02")
+    assert (outcome.status, outcome.exit_code) == ("denied", 5)
+    assert outcome.message == "gate test_signoff denied by carol: health check flaky on test-02"
+    again = engine.run(CO, "erin")
+    assert (again.status, again.exit_code) == ("denied", 5)
+    assert stage_starts(engine, CO) == ["build", "test"]
+    with pytest.raises(GateError, match="is denied; its gates cannot be decided any more"):
+        engine.decide(CO, "test_signoff", "carol", True)
+
+
+def test_the_builder_may_not_deny_either_and_gates_must_be_pending(workspace, engine, stages):
+    engine.run(release(workspace), "bob")
+    with pytest.raises(GateError, match="may not deny its test_signoff gate"):
+        engine.decide(CO, "test_signoff", "bob", False)
+    with pytest.raises(GateError, match="gate change_board of change order CO-software-release is not pending: "
+                                        "not reached yet"):
+        engine.decide(CO, "change_board", "dave", True)
+    with pytest.raises(GateError, match="has no gate uat_signoff"):
+        engine.decide(CO, "uat_signoff", "dave", True)
+
+
+def test_approver_lists_are_enforced(workspace, engine, stages):
+    path = release(workspace, **{"spec.approvals": {"approvers": {"test_signoff": ["carol"]}}})
+    engine.run(path, "bob")
+    with pytest.raises(GateError, match="erin may not decide gate test_signoff of change order "
+                                        "CO-software-release: its approvers are carol"):
+        engine.decide(CO, "test_signoff", "erin", True)
+
+
+def test_a_failing_stage_stops_with_reason_and_hosts_and_is_retried_by_the_next_run(workspace, engine, stages):
+    path = release(workspace, **{"spec.approvals": {}, "spec.rollout": {"wave_size": 7}})
+    engine.run(path, "bob")
+    engine.decide(CO, "test_signoff", "carol", True)
+    engine.run(CO, "erin")
+    engine.decide(CO, "change_board", "dave", True)
+    stages.script["install_wave_2"] = lambda call: {"failed": ["prod-012", "prod-013"]}
+    outcome = engine.run(CO, "erin")
+    assert (outcome.status, outcome.step, outcome.exit_code) == ("failed", "install_wave_2", 1)
+    assert outcome.hosts == ["prod-012", "prod-013"]
+    assert outcome.message == ("change order CO-software-release failed at stage install_wave_2: 2 of 7 host(s) "
+                               "failed: prod-012, prod-013: [health_check] health check exited 3")
+    state = engine.ledger.get(CO).read_state()
+    assert state["steps"]["install_wave_2"]["failures"]["prod-012"]["phase"] == "health_check"
+    assert state["steps"]["install_wave_3"]["status"] == "pending"
+    del stages.script["install_wave_2"]
+    assert engine.run(CO, "erin").status == "succeeded"
+    assert stage_starts(engine, CO).count("install_wave_2") == 2
+    assert stage_starts(engine, CO).count("install_wave_1") == 1
+    assert engine.ledger.get(CO).read_state()["steps"]["install_wave_2"]["attempts"] == 2
+
+
+def test_beta_failures_lead_to_an_automatic_no_go(workspace, engine, stages):
+    path = release(workspace, **{"spec.approvals": {}, "spec.rollout": {"min_success_percent": 100}})
+    engine.run(path, "bob")
+    engine.decide(CO, "test_signoff", "carol", True)
+    engine.run(CO, "erin")
+    engine.decide(CO, "change_board", "dave", True)
+    stages.script["install_beta"] = lambda call: {"failed": ["prod-002"]}
+    outcome = engine.run(CO, "erin")
+    assert (outcome.status, outcome.step, outcome.exit_code) == ("denied", "go_no_go", 5)
+    assert outcome.message == "go/no-go decided no-go: automatic: 2 of 3 beta host(s) succeeded (67% < 100%)"
+    assert "install_wave_1" not in stage_starts(engine, CO)
+
+
+def test_a_tolerant_go_no_go_lets_the_waves_run(workspace, engine, stages):
+    path = release(workspace, **{"spec.approvals": {}, "spec.rollout": {"min_success_percent": 60}})
+    engine.run(path, "bob")
+    engine.decide(CO, "test_signoff", "carol", True)
+    engine.run(CO, "erin")
+    engine.decide(CO, "change_board", "dave", True)
+    stages.script["install_beta"] = lambda call: {"failed": ["prod-002"]}
+    assert engine.run(CO, "erin").status == "succeeded"
+
+
+def test_a_manual_go_no_go_waits_for_a_person(workspace, engine, stages):
+    path = release(workspace, **{"spec.approvals": {}, "spec.rollout": {"go_no_go": "manual"}})
+    engine.run(path, "bob")
+    engine.decide(CO, "test_signoff", "carol", True)
+    engine.run(CO, "erin")
+    engine.decide(CO, "change_board", "dave", True)
+    outcome = engine.run(CO, "erin")
+    assert (outcome.status, outcome.step) == ("waiting", "go_no_go")
+    engine.decide(CO, "go_no_go", "erin", True, "beta healthy for 2 days")
+    assert engine.run(CO, "erin").status == "succeeded"
+
+
+def test_a_playbook_that_is_not_built_yet_says_so(workspace, engine, stages):
+    path = write_document(workspace, minimal_document("prepare_image"))
+    outcome = engine.run(path, "bob")
+    assert (outcome.status, outcome.step, outcome.exit_code) == ("failed", "build_image", 1)
+    assert outcome.message == ("change order CO-prepare-image failed at stage build_image: playbook "
+                               "playbooks/build_image.yml is not built yet in this project: request type "
+                               "prepare_image is planned but its stage build_image cannot run")
+    assert engine.ledger.get("CO-prepare-image").read_state()["steps"]["build_image"]["status"] == "not_built"
+
+
+def test_a_build_that_reports_another_version_fails(workspace, engine, stages):
+    stages.script["build"] = lambda call: {"outputs": {"esd_artifact": {
+        "name": "hello-agent", "version": "1.0.0", "sha256": "e" * 64, "path": "/tmp/x", "builder": "bob"}}}
+    outcome = engine.run(release(workspace), "bob")
+    assert outcome.message.endswith("the build produced hello-agent 1.0.0 but the change order asks for "
+                                    "hello-agent 1.1.0")
+
+
+def test_a_test_without_backout_rehearsal_fails(workspace, engine, stages):
+    stages.script["test"] = lambda call: {"outputs": {"esd_test": {"passed": True, "backout_rehearsed": False}}}
+    outcome = engine.run(release(workspace), "bob")
+    assert (outcome.status, outcome.step) == ("failed", "test")
+    assert outcome.message.endswith("the test did not rehearse the backout (set_stats esd_test.backout_rehearsed)")
+
+
+class Crash(BaseException):
+    """What kill -9 looks like to the ledger: the process stops between two writes."""
+
+
+def test_a_crash_mid_stage_resumes_that_stage_only(workspace, engine, stages):
+    path = release(workspace, **{"spec.approvals": {}})
+    engine.run(path, "bob")
+    engine.decide(CO, "test_signoff", "carol", True)
+    engine.run(CO, "erin")
+    engine.decide(CO, "change_board", "dave", True)
+
+    def crash(call):
+        raise Crash()
+
+    stages.script["install_wave_1"] = crash
+    with pytest.raises(Crash):
+        engine.run(CO, "erin")
+    state = engine.ledger.get(CO).read_state()
+    assert state["status"] == "running" and state["steps"]["install_wave_1"]["status"] == "running"
+    del stages.script["install_wave_1"]
+    assert engine.run(CO, "erin").status == "succeeded"
+    starts = stage_starts(engine, CO)
+    assert starts == ["build", "test", "install_beta", "install_wave_1", "install_wave_1", "commit"]
+    interrupted = events(engine, CO, "stage_interrupted")
+    assert [r["data"] for r in interrupted] == [{"stage": "install_wave_1", "attempt": 1, "detected": "at resume"}]
+    assert engine.ledger.get(CO).verify_audit()[0]
+
+
+def test_a_second_run_is_refused_while_one_holds_the_lock(workspace, engine, stages, ledger):
+    path = release(workspace)
+    engine.run(path, "bob")
+    holder = ledger.entry(CO)
+    holder.lock("bob", "esd run CO-software-release")
+    try:
+        with pytest.raises(LockedError, match=r"change order CO-software-release is being run by another process "
+                                              r"\(user bob, host .*, pid %d, command esd run" % os.getpid()):
+            engine.run(CO, "erin")
+    finally:
+        holder.unlock()
+
+
+def test_a_registered_change_order_cannot_change(workspace, engine, stages):
+    path = release(workspace)
+    engine.run(path, "bob")
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write("# edited after registration\n")
+    with pytest.raises(ValidationError, match="a registered change order cannot change"):
+        engine.run(path, "bob")
+
+
+def test_cancel_a_waiting_change_order(workspace, engine, stages):
+    engine.run(release(workspace), "bob")
+    outcome = engine.cancel(CO, "alice", "requirements changed")
+    assert (outcome.status, outcome.exit_code, outcome.message) == ("cancelled", 5,
+                                                                    "cancelled by alice: requirements changed")
+    assert engine.run(CO, "bob").status == "cancelled"
+    with pytest.raises(EsdError, match="already cancelled"):
+        engine.cancel(CO, "alice")
+
+
+def test_a_cancel_request_stops_the_running_stage(workspace, engine, stages):
+    def cancelled_meanwhile(call):
+        engine.ledger.entry(CO).request_cancel("alice", "stop")
+        assert call["cancel_requested"]()
+        return {"status": "canceled"}
+
+    stages.script["test"] = cancelled_meanwhile
+    outcome = engine.run(release(workspace), "bob")
+    assert (outcome.status, outcome.step) == ("cancelled", "test")
+    assert engine.ledger.get(CO).read_state()["steps"]["test"]["status"] == "cancelled"
+
+
+def test_an_interrupt_leaves_a_resumable_change_order(workspace, engine, stages):
+    def interrupted(call):
+        engine._interrupted.set()
+        assert call["cancel_requested"]()
+        return {"status": "canceled"}
+
+    stages.script["test"] = interrupted
+    outcome = engine.run(release(workspace), "bob")
+    assert (outcome.status, outcome.exit_code) == ("interrupted", 1)
+    del stages.script["test"]
+    assert engine.run(CO, "bob").step == "test_signoff"
+    assert stage_starts(engine, CO) == ["build", "test", "test"]
+
+
+def test_production_stages_wait_for_the_maintenance_window(workspace, ledger, stages):
+    window = {"start": "2026-03-01T22:00:00+00:00", "end": "2026-03-02T04:00:00+00:00"}
+    path = write_document(workspace, minimal_document("remove", **{"spec.window": window}))
+    moment = [datetime.datetime(2026, 3, 1, 12, 0, tzinfo=datetime.timezone.utc)]
+    engine = Engine(ledger, project_dir=REPO, clock=lambda: moment[0])
+    engine.run(path, "erin")
+    engine.decide("CO-remove", "change_board", "dave", True)
+    outcome = engine.run("CO-remove", "erin")
+    assert (outcome.status, outcome.exit_code) == ("waiting", 3)
+    assert outcome.message == "maintenance window opens at 2026-03-01T22:00:00+00:00 (before stage remove)"
+    assert stages.count("remove") == 0
+    moment[0] = datetime.datetime(2026, 3, 1, 23, 0, tzinfo=datetime.timezone.utc)
+    assert engine.run("CO-remove", "erin").status == "succeeded"
+
+
+def test_a_closed_window_fails_the_change_order(workspace, ledger, stages):
+    window = {"start": "2026-03-01T22:00:00+00:00", "end": "2026-03-02T04:00:00+00:00"}
+    path = write_document(workspace, minimal_document("remove", **{"spec.window": window}))
+    engine = Engine(ledger, project_dir=REPO,
+                    clock=lambda: datetime.datetime(2026, 3, 3, tzinfo=datetime.timezone.utc))
+    engine.run(path, "erin")
+    engine.decide("CO-remove", "change_board", "dave", True)
+    outcome = engine.run("CO-remove", "erin")
+    assert outcome.status == "failed"
+    assert outcome.message == ("maintenance window closed at 2026-03-02T04:00:00+00:00 before stage remove could "
+                               "run")
+
+
+def test_install_needs_a_rehearsed_backout_before_production_approval(workspace, engine, stages):
+    path = write_document(workspace, minimal_document("install"))
+    assert engine.run(path, "erin").step == "change_board"
+    with pytest.raises(GateError, match="cannot approve change_board of change order CO-install: production "
+                                        "approval requires a rehearsed backout: spec.backout.rehearsed_in: change "
+                                        "order CO-TEST-1 is not in the ledger"):
+        engine.decide("CO-install", "change_board", "dave", True)
+
+    # Test the same artifact in change order CO-TEST-1, then the approval goes through.
+    test_document = minimal_document("test_package", **{"metadata.id": "CO-TEST-1"})
+    test_path = write_document(workspace, test_document, "test.yml")
+    assert engine.run(test_path, "carol").step == "test_signoff"
+    engine.decide("CO-install", "change_board", "dave", True)
+    assert engine.run("CO-install", "erin").status == "succeeded"
+
+
+def test_install_refuses_a_rehearsal_of_another_artifact(workspace, engine, stages):
+    test_document = minimal_document("test_package", **{"metadata.id": "CO-TEST-1",
+                                                        "spec.software.sha256": "f" * 64})
+    engine.run(write_document(workspace, test_document, "test.yml"), "carol")
+    engine.run(write_document(workspace, minimal_document("install")), "erin")
+    with pytest.raises(GateError, match="change order CO-TEST-1 has no successful test stage with a rehearsed "
+                                        "backout for sha256 a{64}"):
+        engine.decide("CO-install", "change_board", "dave", True)
+
+
+def test_status_report_and_json_are_consistent(workspace, engine, stages):
+    from esd import report
+
+    engine.run(release(workspace), "bob")
+    entry = engine.ledger.get(CO)
+    data = report.status_report(entry.read_state(), entry)
+    assert data["status"] == "waiting" and data["current_step"] == "test_signoff"
+    assert [s["status"] for s in data["steps"][:3]] == ["succeeded", "succeeded", "pending"]
+    assert data["artifact"]["sha256"] == "d" * 64
+    assert data["audit"] == {"records": len(entry.read_audit()), "verified": True}
+    text = report.render_text(data)
+    assert "status: WAITING - waiting for gate test_signoff" in text
+    json.dumps(data)
