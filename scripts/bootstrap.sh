@@ -35,10 +35,12 @@ die() { printf 'bootstrap: ERROR: %s\n' "$*" >&2; exit 1; }
 # --- 1. Debian packages ---------------------------------------------------------------
 # demo: the venv needs python3-venv; the demo's build stage virus-scans sources with ClamAV.
 demo_packages=(python3-venv ca-certificates clamav)
-# test: podman + its rootless/overlay helpers and runc (see tests/containers.conf), debootstrap
-# for the registry-free test image, nginx for depot servers, xorriso for media images,
-# chromium for rendering/checking HTML reports.
-test_packages=(podman runc uidmap slirp4netns fuse-overlayfs debootstrap nginx-light xorriso chromium)
+# test: podman with runc (see tests/containers.conf) and the network stack it was verified with
+# (netavark + aardvark-dns + iptables; without recommends apt would pick the CNI plugins instead),
+# its rootless/overlay helpers; debootstrap for the registry-free test image; nginx for depot
+# servers; xorriso for media images; chromium for rendering/checking HTML reports.
+test_packages=(podman runc netavark aardvark-dns iptables catatonit uidmap slirp4netns fuse-overlayfs
+  debootstrap nginx-light xorriso chromium)
 
 packages=("${demo_packages[@]}")
 [[ $mode == test ]] && packages+=("${test_packages[@]}")
