@@ -1,0 +1,80 @@
+"""A software_release change order end to end through the `esd` CLI on the 24-host demo fleet:
+build -> test -> gates decided by distinct people (separation of duties refused) -> beta -> go/no-go ->
+waves -> client acceptance -> commit. Host state is read back from the hosts, not from the ledger."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from test_runner_support import PRODUCTION, active, committed, fleet  # noqa: E402,F401
+
+pytestmark = pytest.mark.integration
+CO = "IT-RELEASE-1"
+
+
+def test_software_release_end_to_end(fleet):
+    path = fleet.release(CO, rollout={"beta": "beta", "wave_size": 11})
+    assert fleet.esd("validate", path).returncode == 0
+
+    waiting = fleet.esd_json("run", path, "--quiet", user="bob", expect_rc=3)
+    assert (waiting["status"], waiting["step"]) == ("waiting", "test_signoff")
+    state = fleet.state(CO)
+    artifact = state["steps"]["build"]["outputs"]["artifact"]
+    assert (artifact["name"], artifact["version"], artifact["builder"]) == ("hello-agent", "1.1.0", "bob")
+    assert os.path.isfile(artifact["path"]) and artifact["path"].startswith(os.path.join(fleet.ledger, CO))
+    assert state["steps"]["test"]["outputs"]["test"]["backout_rehearsed"] is True
+    # The test hosts are as before the test: the backout was rehearsed.
+    assert {host: active(record) for host, record in fleet.software("test_site").items()} == {
+        "test-01": None, "test-02": None}
+
+    refused = fleet.esd("approve", CO, "--gate", "test_signoff", "--as", "bob")
+    assert refused.returncode == 2
+    assert "separation of duties: bob built the artifact of change order %s and may not approve its " \
+           "test_signoff gate" % CO in refused.stderr
+    assert fleet.esd("approve", CO, "--gate", "test_signoff", "--as", "carol", "--comment", "passed").returncode == 0
+
+    assert fleet.esd_json("run", CO, "--quiet", user="erin", expect_rc=3)["step"] == "change_board"
+    refused = fleet.esd("approve", CO, "--gate", "change_board", "--as", "alice")
+    assert refused.returncode == 2 and "alice requested change order" in refused.stderr
+    assert fleet.esd("approve", CO, "--gate", "change_board", "--as", "dave").returncode == 0
+
+    waiting = fleet.esd_json("run", CO, "--quiet", user="erin", expect_rc=3)
+    assert waiting["step"] == "client_acceptance"
+    hosts = fleet.software()
+    assert sorted(hosts) == PRODUCTION
+    assert {host: (active(r), committed(r)) for host, r in hosts.items()} == {
+        host: ("1.1.0", None) for host in PRODUCTION}
+
+    assert fleet.esd("approve", CO, "--gate", "client_acceptance", "--as", "alice").returncode == 0
+    done = fleet.esd_json("run", CO, "--quiet", user="erin", expect_rc=0)
+    assert done["status"] == "succeeded"
+    assert {host: (active(r), committed(r)) for host, r in fleet.software().items()} == {
+        host: ("1.1.0", "1.1.0") for host in PRODUCTION}
+
+    assert fleet.stage_starts(CO) == ["build", "test", "install_beta", "install_wave_1", "install_wave_2", "commit"]
+    status = fleet.esd_json("status", CO)
+    assert status["status"] == "succeeded"
+    assert status["audit"]["verified"] is True
+    assert [(s["id"], s.get("decided_by")) for s in status["steps"] if s["kind"] == "gate"] == [
+        ("test_signoff", "carol"), ("change_board", "dave"), ("go_no_go", "esd"), ("client_acceptance", "alice")]
+    assert {s["id"]: s["hosts_ok"] for s in status["steps"] if s["kind"] == "stage"} == {
+        "build": 1, "test": 2, "install_beta": 3, "install_wave_1": 11, "install_wave_2": 10, "commit": 24}
+    assert all(endpoint["committed"] == "1.1.0" for endpoint in status["endpoints"].values())
+    assert len(status["endpoints"]) == 24
+
+    # Each stage attempt kept its own ansible-runner private data dir and artifacts.
+    stage_dir = os.path.join(fleet.ledger, CO, "stages", "install_beta", "attempt-1")
+    assert os.path.isfile(os.path.join(stage_dir, "artifacts", "attempt-1", "status"))
+    assert open(os.path.join(stage_dir, "limit")).read().split() == ["prod-001", "prod-002", "prod-003"]
+
+    assert fleet.esd("log", CO, "--verify").returncode == 0
+    listing = fleet.esd_json("list")
+    assert [(row["id"], row["status"]) for row in listing["change_orders"]] == [(CO, "succeeded")]
+    # Running a finished change order again changes nothing.
+    assert fleet.esd_json("run", CO, "--quiet", user="erin")["status"] == "succeeded"
+    assert len(fleet.stage_starts(CO)) == 6

@@ -1,0 +1,79 @@
+"""kill -9 of `esd run` in the middle of a stage: the next `esd run` resumes at that stage, the finished
+stages are not repeated, and every host ends in the right state."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from test_runner_support import PRODUCTION, active, committed, fleet  # noqa: E402,F401
+
+pytestmark = pytest.mark.integration
+CO = "IT-RESUME-1"
+
+
+def _host_results(job_events_dir):
+    count = 0
+    for path in glob.glob(os.path.join(job_events_dir, "*.json")):
+        try:
+            with open(path, encoding="utf-8") as handle:
+                if json.load(handle).get("event") == "runner_on_ok":
+                    count += 1
+        except (OSError, ValueError):
+            pass
+    return count
+
+
+def test_sigkill_mid_stage_resumes_from_the_interrupted_stage(fleet):
+    path = fleet.release(CO, approvals=None, rollout={"beta": "beta"})
+    fleet.esd_json("run", path, "--quiet", user="bob", expect_rc=3)
+    fleet.esd_json("approve", CO, "--gate", "test_signoff", user="carol")
+    fleet.esd_json("run", CO, "--quiet", user="erin", expect_rc=3)
+    fleet.esd_json("approve", CO, "--gate", "change_board", user="dave")
+
+    # Two forks make the 21-host wave long enough to be killed in its middle.
+    env = dict(fleet.env, ESD_USER="erin", ANSIBLE_FORKS="2")
+    victim = subprocess.Popen(fleet.command("run", CO, "--quiet"), env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    events = os.path.join(fleet.ledger, CO, "stages", "install_wave_1", "attempt-1", "artifacts", "attempt-1",
+                          "job_events")
+    deadline = time.monotonic() + 600
+    try:
+        while _host_results(events) < 6:
+            assert victim.poll() is None, "esd run ended before it could be killed"
+            assert time.monotonic() < deadline, "the wave never started"
+            time.sleep(0.2)
+        victim.send_signal(signal.SIGKILL)
+    finally:
+        victim.wait(timeout=60)
+    assert victim.returncode == -signal.SIGKILL
+
+    state = fleet.state(CO)
+    wave = state["steps"]["install_wave_1"]
+    assert (state["status"], wave["status"], wave["attempts"]) == ("running", "running", 1)
+    assert wave["pid"], "the ansible-playbook pid was recorded when the stage started"
+    # Some hosts of the wave were done when the runner died, others not.
+    hosts = fleet.software()
+    done_before = [h for h in PRODUCTION[3:] if active(hosts[h]) == "1.1.0"]
+    assert 0 < len(done_before) < 21 or _host_results(events) < 21
+
+    resumed = fleet.esd_json("run", CO, "--quiet", user="erin")
+    assert resumed["status"] == "succeeded"
+    assert fleet.stage_starts(CO) == ["build", "test", "install_beta", "install_wave_1", "install_wave_1",
+                                      "commit"]
+    interrupted = [r["data"] for r in fleet.audit(CO) if r["event"] == "stage_interrupted"]
+    assert interrupted == [{"stage": "install_wave_1", "attempt": 1, "detected": "at resume"}]
+    assert {h: (active(r), committed(r)) for h, r in fleet.software().items()} == {
+        h: ("1.1.0", "1.1.0") for h in PRODUCTION}
+    final = fleet.state(CO)["steps"]["install_wave_1"]
+    assert (final["status"], final["attempts"], len(final["hosts"]["ok"])) == ("succeeded", 2, 21)
+    assert fleet.esd("log", CO, "--verify").returncode == 0
