@@ -16,12 +16,12 @@ set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
 
-mode=demo
+mode="demo"
 use_apt=1
 force_venv=0
 for arg in "$@"; do
   case "$arg" in
-    --test) mode=test ;;
+    --test) mode="test" ;;
     --no-apt) use_apt=0 ;;
     --force-venv) force_venv=1 ;;
     -h | --help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
