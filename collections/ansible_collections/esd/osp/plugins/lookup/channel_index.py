@@ -29,8 +29,11 @@ options:
     type: str
     required: true
   keyring:
-    description: A keyring directory on the controller; its non-revoked public keys are trusted.
-    type: path
+    description:
+      - A keyring directory on the controller (its non-revoked public keys are trusted), or a file with one
+        C(ed25519:<base64>) public key per line. Empty means none.
+    type: str
+    default: ""
   public_keys:
     description: Trusted public keys (C(ed25519:<base64>)), added to those of O(keyring).
     type: list
@@ -70,6 +73,7 @@ _raw:
 """
 
 import hashlib
+import os
 
 from ansible.errors import AnsibleError
 from ansible.module_utils.common.text.converters import to_native
@@ -86,7 +90,7 @@ class LookupModule(LookupBase):
         keys = list(self.get_option("public_keys") or [])
         try:
             if self.get_option("keyring"):
-                keys += _signing.Keyring(self.get_option("keyring")).public_keys()
+                keys += _signing.load_public_keys(os.path.expanduser(self.get_option("keyring")))
             if not keys:
                 raise AnsibleError("esd.osp.channel_index needs trusted keys: give keyring or public_keys")
             source = _depot.Source(repository, validate_certs=self.get_option("validate_certs"))
