@@ -280,6 +280,11 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("esd: interrupted", file=sys.stderr)
         return int(ExitCode.FAILED)
+    except BrokenPipeError:
+        # `esd plan ... | head`: the reader went away; that is not an error of ours.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return int(ExitCode.SUCCESS)
 
 
 if __name__ == "__main__":

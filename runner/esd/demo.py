@@ -14,8 +14,9 @@ The story, with the command each step corresponds to:
     erin   runs       commit                                     esd run ID --as erin
 
 Every run gets a unique change-order id and its own ledger entry, so the demo can be run again and
-again. The demo fleet lives under ``$ESD_DEMO_ROOT/esd-demo`` (default ``<repo>/.demo/esd-demo``) and is
-reset at the start unless ``--keep-fleet``.
+again. The demo fleet lives under ``$ESD_DEMO_ROOT/esd-demo`` (default ``<repo>/.demo/esd-demo``). It is reset
+at the start (unless ``--keep-fleet``) and given its baseline, hello-agent 1.0.0 committed on the test
+site and in production, so the release is an update with a backup until commit.
 """
 
 from __future__ import annotations
@@ -30,13 +31,51 @@ import yaml
 
 from esd import project, report
 from esd.engine import Engine
-from esd.errors import ExitCode, GateError
+from esd.errors import EsdError, ExitCode, GateError
 from esd.ledger import Ledger
 from esd.plan import render_brief
 from esd.progress import Console
+from esd.stage import run_stage
 
 EXAMPLE = os.path.join("examples", "change_orders", "demo-software-release.yml")
 REQUESTER, BUILDER, TESTER, CHANGE_BOARD, OPERATOR = "alice", "bob", "carol", "dave", "erin"
+
+
+BASELINE = os.path.join("examples", "packages", "hello-agent-1.0")
+
+
+def seed_fleet(project_dir, demo_root, pattern="test_site:production", console=None):
+    """Give the fleet its baseline: hello-agent 1.0.0 committed on the test site and in production.
+
+    This is the estate before the demo's change order (set up directly through the stage playbooks,
+    outside change control), so the release is an update: 1.1.0 becomes active with 1.0.0 as its
+    backup, the test site rehearses a real rollback, and commit removes the backup.
+    """
+    envvars = project.ansible_environment(project_dir)
+    envvars["ESD_DEMO_ROOT"] = demo_root
+    inventory = os.path.join(project_dir, "inventories", "demo")
+    work = os.path.join(demo_root, "baseline")
+    shutil.rmtree(work, ignore_errors=True)
+    built = run_stage(stage_id="baseline_build", playbook=os.path.join(project_dir, "playbooks", "build_package.yml"),
+                      inventory=inventory, private_data_dir=os.path.join(work, "build"),
+                      extravars={"build_package_src": os.path.join(project_dir, BASELINE),
+                                 "build_package_dest": os.path.join(work, "artifacts"),
+                                 "build_package_builder": "baseline"}, envvars=envvars,
+                      on_progress=console.progress if console else None)
+    artifact = (built.outputs or {}).get("esd_artifact") or {}
+    if built.status != "successful" or not artifact.get("path"):
+        raise EsdError("could not build the baseline hello-agent 1.0.0: %s" % (
+            built.error or "; ".join("%s: %s" % (h, o.message) for h, o in built.hosts.items() if o.message)))
+    deployed = run_stage(stage_id="baseline_install", playbook=os.path.join(project_dir, "playbooks", "deploy.yml"),
+                         inventory=inventory, private_data_dir=os.path.join(work, "install"),
+                         extravars={"esd_hosts": pattern, "software_name": artifact["name"],
+                                    "software_version": artifact["version"], "software_src": artifact["path"],
+                                    "software_sha256": artifact["sha256"], "software_state": "committed"},
+                         envvars=envvars, on_progress=console.progress if console else None)
+    if deployed.status != "successful":
+        raise EsdError("could not install the baseline on %s: %s" % (", ".join(deployed.failed_hosts),
+                                                                      deployed.error or "see %s" % work))
+    return artifact
 
 
 def prepare_change_order(project_dir, directory, change_order_id):
@@ -81,12 +120,13 @@ def run_demo(ledger_root=None, quiet=False, keep_fleet=False, as_json=False):
     demo_root = os.path.join(base_root, "esd-demo")
     # Stages see this root: the fleet of this demo is its own, whatever else uses the default root.
     os.environ["ESD_DEMO_ROOT"] = demo_root
-    if not keep_fleet:
+    fresh = not keep_fleet or not os.path.isdir(os.path.join(demo_root, "hosts"))
+    if fresh:
         shutil.rmtree(os.path.join(demo_root, "hosts"), ignore_errors=True)
     os.makedirs(demo_root, exist_ok=True)
     ledger = Ledger(ledger_root or os.path.join(demo_root, "ledger"))
     story = _Story(as_json)
-    engine = Engine(ledger, console=Console(stream=story.out, quiet=quiet, interactive=False),
+    engine = Engine(ledger, console=Console(stream=story.out, quiet=quiet),
                     project_dir=project_dir)
 
     change_order_id = "DEMO-%s" % datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")[:-3]
@@ -94,6 +134,14 @@ def run_demo(ledger_root=None, quiet=False, keep_fleet=False, as_json=False):
     story.say("esd demo: release hello-agent 1.1.0 to the %s demo fleet under change control" % "24-host")
     story.say("  change order %s, ledger %s" % (change_order_id, ledger.root))
     story.say("  fleet roots under %s/hosts" % demo_root)
+
+    if fresh:
+        story.step("setup", "gives the fleet its baseline (outside change control): hello-agent 1.0.0 committed "
+                   "on the test site and in production", "ansible-playbook playbooks/build_package.yml + "
+                   "playbooks/deploy.yml -e software_state=committed")
+        baseline = seed_fleet(project_dir, demo_root)
+        story.say("    -> hello-agent %s (sha256 %s...) committed on test-01, test-02, prod-001..prod-024"
+                  % (baseline["version"], baseline["sha256"][:12]))
 
     story.step(REQUESTER, "requests the change; the runner plans it", "esd plan %s" % os.path.relpath(path))
     story.say(_indent(render_brief(engine.plan(path))))
@@ -127,6 +175,8 @@ def run_demo(ledger_root=None, quiet=False, keep_fleet=False, as_json=False):
         decide("change_board", CHANGE_BOARD, "CAB approved: low risk, backout rehearsed")
         outcome = run(OPERATOR)
     if outcome.status == "waiting" and outcome.step == "client_acceptance":
+        entry = ledger.entry(change_order_id)
+        story.say("    fleet now: %s" % _fleet_summary(report.status_report(entry.read_state())))
         decide("client_acceptance", REQUESTER, "beta and waves healthy; accept and commit")
         outcome = run(OPERATOR)
 
@@ -144,6 +194,18 @@ def run_demo(ledger_root=None, quiet=False, keep_fleet=False, as_json=False):
     if as_json:
         print(json.dumps(status, indent=2, default=str))
     return int(ExitCode.SUCCESS) if outcome.status == "succeeded" else outcome.exit_code
+
+
+def _fleet_summary(status):
+    groups = {}
+    for endpoint in status["endpoints"].values():
+        if endpoint["result"] == "ok":
+            key = "active %s, backup %s, committed %s" % (endpoint.get("active"), endpoint.get("backup"),
+                                                          endpoint.get("committed"))
+        else:
+            key = "%s at %s" % (endpoint["result"], endpoint["stage"])
+        groups[key] = groups.get(key, 0) + 1
+    return "; ".join("%d host(s) %s" % (count, key) for key, count in sorted(groups.items()))
 
 
 def _indent(text, prefix="    "):

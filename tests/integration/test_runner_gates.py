@@ -10,12 +10,13 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from test_runner_support import PRODUCTION, active, fleet  # noqa: E402,F401
+from test_runner_support import PRODUCTION, active, fleet, seeded_fleet  # noqa: E402,F401
 
 pytestmark = pytest.mark.integration
 
 
-def test_a_manual_go_no_go_stops_after_the_beta_group_and_continues_after_approval(fleet):
+def test_a_manual_go_no_go_stops_after_the_beta_group_and_continues_after_approval(seeded_fleet):
+    fleet = seeded_fleet
     co = "IT-GATE-GO"
     path = fleet.release(co, rollout={"beta": "beta", "go_no_go": "manual"}, approvals={"approvers": {
         "change_board": ["dave"], "go_no_go": ["frank"]}})
@@ -28,7 +29,7 @@ def test_a_manual_go_no_go_stops_after_the_beta_group_and_continues_after_approv
     assert (waiting["status"], waiting["step"]) == ("waiting", "go_no_go")
     hosts = fleet.software()
     assert {h for h, r in hosts.items() if active(r) == "1.1.0"} == {"prod-001", "prod-002", "prod-003"}
-    assert all(active(hosts[h]) is None for h in PRODUCTION[3:])
+    assert all(active(hosts[h]) == "1.0.0" for h in PRODUCTION[3:])
 
     # Only the named approver may decide; the status says what the run waits for.
     refused = fleet.esd("approve", co, "--gate", "go_no_go", "--as", "erin")
@@ -43,7 +44,8 @@ def test_a_manual_go_no_go_stops_after_the_beta_group_and_continues_after_approv
     assert fleet.stage_starts(co) == ["build", "test", "install_beta", "install_wave_1", "commit"]
 
 
-def test_a_denied_gate_stops_the_change_order(fleet):
+def test_a_denied_gate_stops_the_change_order(seeded_fleet):
+    fleet = seeded_fleet
     co = "IT-GATE-DENY"
     path = fleet.release(co, approvals=None)
     assert fleet.esd_json("run", path, "--quiet", user="bob", expect_rc=3)["step"] == "test_signoff"
@@ -54,7 +56,7 @@ def test_a_denied_gate_stops_the_change_order(fleet):
     again = fleet.esd_json("run", co, "--quiet", user="erin", expect_rc=5)
     assert again["status"] == "denied"
     assert fleet.stage_starts(co) == ["build", "test"]
-    assert all(record is None or active(record) is None for record in fleet.software().values())
+    assert {h: active(r) for h, r in fleet.software().items()} == {h: "1.0.0" for h in PRODUCTION}
     status = fleet.esd_json("status", co)
     gate = next(step for step in status["steps"] if step["id"] == "test_signoff")
     assert (gate["status"], gate["decided_by"], gate["comment"]) == ("denied", "carol", "test report incomplete")

@@ -11,13 +11,14 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from test_runner_support import PRODUCTION, active, committed, fleet  # noqa: E402,F401
+from test_runner_support import PRODUCTION, active, backup, committed, fleet, seeded_fleet  # noqa: E402,F401
 
 pytestmark = pytest.mark.integration
 CO = "IT-RELEASE-1"
 
 
-def test_software_release_end_to_end(fleet):
+def test_software_release_end_to_end(seeded_fleet):
+    fleet = seeded_fleet
     path = fleet.release(CO, rollout={"beta": "beta", "wave_size": 11})
     assert fleet.esd("validate", path).returncode == 0
 
@@ -28,9 +29,9 @@ def test_software_release_end_to_end(fleet):
     assert (artifact["name"], artifact["version"], artifact["builder"]) == ("hello-agent", "1.1.0", "bob")
     assert os.path.isfile(artifact["path"]) and artifact["path"].startswith(os.path.join(fleet.ledger, CO))
     assert state["steps"]["test"]["outputs"]["test"]["backout_rehearsed"] is True
-    # The test hosts are as before the test: the backout was rehearsed.
-    assert {host: active(record) for host, record in fleet.software("test_site").items()} == {
-        "test-01": None, "test-02": None}
+    # The test hosts are as before the test: the backout (a rollback to 1.0.0) was rehearsed.
+    assert {host: (active(r), committed(r)) for host, r in fleet.software("test_site").items()} == {
+        "test-01": ("1.0.0", "1.0.0"), "test-02": ("1.0.0", "1.0.0")}
 
     refused = fleet.esd("approve", CO, "--gate", "test_signoff", "--as", "bob")
     assert refused.returncode == 2
@@ -47,14 +48,15 @@ def test_software_release_end_to_end(fleet):
     assert waiting["step"] == "client_acceptance"
     hosts = fleet.software()
     assert sorted(hosts) == PRODUCTION
-    assert {host: (active(r), committed(r)) for host, r in hosts.items()} == {
-        host: ("1.1.0", None) for host in PRODUCTION}
+    # Updated everywhere, not yet permanent: 1.0.0 is the backup until the commit.
+    assert {host: (active(r), backup(r), committed(r)) for host, r in hosts.items()} == {
+        host: ("1.1.0", "1.0.0", "1.0.0") for host in PRODUCTION}
 
     assert fleet.esd("approve", CO, "--gate", "client_acceptance", "--as", "alice").returncode == 0
     done = fleet.esd_json("run", CO, "--quiet", user="erin", expect_rc=0)
     assert done["status"] == "succeeded"
-    assert {host: (active(r), committed(r)) for host, r in fleet.software().items()} == {
-        host: ("1.1.0", "1.1.0") for host in PRODUCTION}
+    assert {host: (active(r), backup(r), committed(r)) for host, r in fleet.software().items()} == {
+        host: ("1.1.0", None, "1.1.0") for host in PRODUCTION}
 
     assert fleet.stage_starts(CO) == ["build", "test", "install_beta", "install_wave_1", "install_wave_2", "commit"]
     status = fleet.esd_json("status", CO)

@@ -54,6 +54,10 @@ class Fleet:
         assert result.returncode == expect_rc, (args, result.returncode, result.stdout, result.stderr[-3000:])
         return json.loads(result.stdout)
 
+    def seed(self):
+        """The estate before the change: hello-agent 1.0.0 committed on the test site and in production."""
+        return demo.seed_fleet(REPO, self.root)
+
     def release(self, change_order_id, **spec_changes):
         """The demo's software_release change order with a unique id; ``spec_changes`` replace spec keys."""
         path = demo.prepare_change_order(REPO, self.change_orders, change_order_id)
@@ -119,6 +123,17 @@ def committed(record):
     return record["committed"] if record else None
 
 
+def backup(record):
+    return record["backups"][0] if record and record.get("backups") else None
+
+
 @pytest.fixture
 def fleet(tmp_path):
     return Fleet(tmp_path)
+
+
+@pytest.fixture
+def seeded_fleet(fleet):
+    """A fleet running the baseline hello-agent 1.0.0 (committed) on the test site and in production."""
+    fleet.seed()
+    return fleet
