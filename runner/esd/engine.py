@@ -321,6 +321,8 @@ class Engine:
             entry.append_audit("stage_interrupted", actor, {"stage": step_id, "attempt": record["attempts"],
                                                             "detected": "at resume"}, state=state)
             self._wait_for_orphan(record)
+            if self._interrupted.is_set():
+                return self._stop_interrupted(entry, state, step_id, actor)
 
         attempt = record["attempts"] + 1
         private_data_dir = entry.stage_dir(step_id, attempt)
@@ -602,7 +604,7 @@ class Engine:
 
     def _notify(self, co, entry, state, event, subject, body):
         settings = co.spec.notifications
-        if not notify.wanted(settings, event):
+        if not (settings.webhook or settings.email) or not notify.wanted(settings, event):
             return
         deliveries = notify.send(settings, co.id, event, subject, body)
         entry.append_audit("notified", identity.SYSTEM, {"event": event, "subject": subject,

@@ -39,28 +39,39 @@ class Console:
         self._write("==> stage %s%s: %s on %s" % (step["id"], again, step["title"], hosts))
 
     def progress(self, progress):
+        """Called from the event thread on every task start and host result of the running stage."""
         if self.quiet:
             return
         total = progress.total_hosts or len(progress.hosts_seen) or 0
-        line = "    [%s] task %d: %s | %d/%d hosts done, %d failed" % (
-            progress.stage, progress.task_number, progress.task or "-", progress.task_hosts_done, total,
-            len(progress.hosts_failed))
+        snapshot = (progress.stage, progress.task_number, progress.task or "-", progress.task_hosts_done, total,
+                    len(progress.hosts_failed))
         if self.interactive:
             now = time.monotonic()
             if now - self._last_line < 0.1 and progress.task_hosts_done not in (0, total):
                 return
             self._last_line = now
             with self._lock:
-                self.stream.write("\r\033[K" + line[:200])
+                self.stream.write("\r\033[K" + self._task_line(snapshot)[:200])
                 self.stream.flush()
                 self._dirty = True
-        elif progress.task != self._last_task and progress.task_hosts_done == 0:
-            # A new task started: a plain log shows one line per task.
-            self._last_task = progress.task
-            self._write("    [%s] task %d: %s (%d hosts, %d failed so far)" % (
-                progress.stage, progress.task_number, progress.task or "-", total, len(progress.hosts_failed)))
+            return
+        # A plain log gets one line per finished task, written when the next task starts.
+        if self._last_task is not None and self._last_task[:2] != snapshot[:2]:
+            self._write(self._task_line(self._last_task))
+        self._last_task = snapshot
+
+    @staticmethod
+    def _task_line(snapshot):
+        stage, number, task, done, total, failed = snapshot
+        return "    [%s] task %d %s: %d/%d hosts done, %d failed" % (stage, number, task, done, total, failed)
+
+    def _flush_task(self):
+        if self._last_task is not None and not self.interactive:
+            self._write(self._task_line(self._last_task))
+        self._last_task = None
 
     def stage_finished(self, step, record):
+        self._flush_task()
         hosts = record.get("hosts") or {}
         ok, failed = len(hosts.get("ok", [])), len(hosts.get("failed", []))
         took = record.get("duration")

@@ -1,0 +1,164 @@
+"""The `esd` command line: exit codes, --json on every command, identity and messages."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from esd import cli
+from esd import engine as engine_mod
+from esd import ledger as ledger_mod
+
+from esd_fixtures import REPO, FakeStages, minimal_document, write_document
+
+
+@pytest.fixture
+def esd(tmp_path, monkeypatch, capsys):
+    """Run `esd ...` in-process against a private ledger with scripted stages; return (rc, stdout, stderr)."""
+    monkeypatch.setattr(engine_mod, "run_stage", FakeStages())
+    monkeypatch.setenv("ESD_LEDGER", str(tmp_path / "ledger"))
+    monkeypatch.setenv("ESD_PROJECT_DIR", REPO)
+    monkeypatch.delenv("ESD_USER", raising=False)
+
+    def run(*args):
+        rc = cli.main(list(args))
+        captured = capsys.readouterr()
+        return rc, captured.out, captured.err
+    return run
+
+
+def js(result):
+    rc, out, _ = result
+    return rc, json.loads(out)
+
+
+def test_validate_reports_every_problem_and_exits_2(esd, workspace):
+    good = write_document(workspace, minimal_document("remove"), "good.yml")
+    bad = write_document(workspace, minimal_document("remove", **{"spec.type": "remov",
+                                                                  "metadata.requested_completion": "soon"}),
+                         "bad.yml")
+    rc, out, _ = esd("validate", good)
+    assert rc == 0 and out == "%s: valid (CO-remove, type remove)\n" % good
+    rc, out, _ = esd("validate", good, bad)
+    assert rc == 2
+    assert out.splitlines()[1:] == [
+        "%s: 2 problem(s)" % bad,
+        '  metadata.requested_completion: expected a date (YYYY-MM-DD), found "soon"',
+        out.splitlines()[3]]
+    assert out.splitlines()[3].startswith("  spec.type: expected a request type (") and \
+        out.splitlines()[3].endswith('(did you mean remove?), found "remov"')
+    rc, data = js(esd("validate", bad, "--json"))
+    assert rc == 2 and data["exit_code"] == 2
+    assert [p["path"] for p in data["results"][0]["problems"]] == ["metadata.requested_completion", "spec.type"]
+    assert data["results"][0]["problems"][0] == {
+        "path": "metadata.requested_completion", "expected": "a date (YYYY-MM-DD)", "found": '"soon"',
+        "message": 'metadata.requested_completion: expected a date (YYYY-MM-DD), found "soon"'}
+
+
+def test_the_exit_codes_of_a_change_order_life(esd, workspace):
+    path = write_document(workspace, minimal_document("software_release"))
+    rc, data = js(esd("run", path, "--as", "bob", "--json", "--quiet"))
+    assert (rc, data["status"], data["step"], data["exit_code"]) == (3, "waiting", "test_signoff", 3)
+    rc, out, err = esd("approve", "CO-software-release", "--gate", "test_signoff", "--as", "bob")
+    assert rc == 2 and err.startswith("esd: separation of duties: bob built the artifact")
+    rc, data = js(esd("approve", "CO-software-release", "--gate", "test_signoff", "--as", "carol", "--json"))
+    assert rc == 0 and data["exit_code"] == 0
+    rc, data = js(esd("run", "CO-software-release", "--as", "erin", "--json", "--quiet"))
+    assert (rc, data["step"]) == (3, "change_board")
+    rc, data = js(esd("deny", "CO-software-release", "--gate", "change_board", "--as", "dave", "--comment",
+                      "not this week", "--json"))
+    assert (rc, data["status"]) == (5, "denied")
+    rc, out, _ = esd("run", "CO-software-release", "--as", "erin", "--quiet")
+    assert rc == 5 and out.startswith("DENIED: change order CO-software-release is denied: gate change_board "
+                                      "denied by dave: not this week")
+
+
+def test_identity_comes_from_esd_user_when_as_is_not_given(esd, workspace, monkeypatch):
+    path = write_document(workspace, minimal_document("software_release"))
+    monkeypatch.setenv("ESD_USER", "bob")
+    esd("run", path, "--quiet")
+    rc, _, err = esd("approve", "CO-software-release", "--gate", "test_signoff")
+    assert rc == 2 and "bob built the artifact" in err
+    rc, _, err = esd("approve", "CO-software-release", "--gate", "test_signoff", "--as", "bad identity")
+    assert rc == 2 and err == "esd: --as: 'bad identity' is not an identity (letters, digits and . _ @ + -)\n"
+
+
+def test_status_list_log_and_cancel(esd, workspace):
+    path = write_document(workspace, minimal_document("remove"))
+    esd("run", path, "--as", "erin", "--quiet")
+    rc, data = js(esd("status", "CO-remove", "--json"))
+    assert rc == 0 and (data["status"], data["current_step"]) == ("waiting", "change_board")
+    rc, out, _ = esd("status", "CO-remove")
+    assert "status: WAITING - waiting for gate change_board" in out
+    rc, out, _ = esd("status", "CO-remove", "--markdown")
+    assert out.startswith("# Status report: change order CO-remove")
+    rc, data = js(esd("list", "--json"))
+    assert [(row["id"], row["status"], row["step"]) for row in data["change_orders"]] == [
+        ("CO-remove", "waiting", "change_board")]
+    rc, data = js(esd("log", "CO-remove", "--json", "--verify"))
+    assert rc == 0 and data["verified"] is True
+    assert [r["event"] for r in data["records"]] == ["registered", "run_started", "gate_pending"]
+    rc, data = js(esd("cancel", "CO-remove", "--as", "alice", "--comment", "obsolete", "--json"))
+    assert (rc, data["status"], data["message"]) == (5, "cancelled", "cancelled by alice: obsolete")
+    rc, out, err = esd("cancel", "CO-remove", "--as", "alice")
+    assert rc == 5 and err == "esd: change order CO-remove is already cancelled\n"
+
+
+def test_log_verify_fails_on_a_tampered_log(esd, workspace, tmp_path):
+    esd("run", write_document(workspace, minimal_document("remove")), "--as", "erin", "--quiet")
+    audit = tmp_path / "ledger" / "CO-remove" / "audit.jsonl"
+    lines = audit.read_text().splitlines()
+    record = json.loads(lines[0])
+    record["actor"] = "mallory"
+    lines[0] = ledger_mod.canonical(record)
+    audit.write_text("\n".join(lines) + "\n")
+    rc, out, _ = esd("log", "CO-remove", "--verify")
+    assert rc == 1
+    assert out.splitlines()[-2:] == ["audit log BROKEN:",
+                                     "  record 1: content does not match its hash (the record was edited)"]
+
+
+def test_a_locked_change_order_exits_4(esd, workspace, tmp_path):
+    esd("run", write_document(workspace, minimal_document("remove")), "--as", "erin", "--quiet")
+    holder = ledger_mod.Ledger(str(tmp_path / "ledger")).entry("CO-remove")
+    holder.lock("erin", "esd run CO-remove")
+    try:
+        rc, data = js(esd("run", "CO-remove", "--json", "--quiet"))
+        assert rc == 4 and data["kind"] == "LockedError" and "user erin" in data["error"]
+    finally:
+        holder.unlock()
+
+
+def test_unknown_change_orders_and_gates_exit_2(esd, workspace):
+    rc, _, err = esd("status", "CO-404")
+    assert rc == 2 and err.startswith("esd: no change order CO-404 in the ledger ")
+    esd("run", write_document(workspace, minimal_document("remove")), "--as", "erin", "--quiet")
+    rc, _, err = esd("approve", "CO-remove", "--gate", "uat_signoff", "--as", "dave")
+    assert rc == 2 and err == ("esd: change order CO-remove has no gate uat_signoff (its gates: change_board)\n")
+
+
+def test_plan_of_an_invalid_change_order_lists_the_problems(esd, workspace):
+    bad = write_document(workspace, minimal_document("remove", **{"spec.targets.hosts": "nothing-here",
+                                                                  "spec.backout": {"plan": 3}}))
+    rc, _, err = esd("plan", bad)
+    assert rc == 2
+    assert err == "esd: %s: spec.backout.plan: expected a description of how the change is backed out, found " \
+                  "number 3\n" % bad
+
+
+def test_catalogue_json_lists_every_type(esd):
+    rc, data = js(esd("catalogue", "--json"))
+    assert rc == 0 and len(data["request_types"]) == 33
+    release = next(row for row in data["request_types"] if row["type"] == "software_release")
+    assert release["sites"] == ["build", "test", "production"]
+
+
+def test_help_documents_the_exit_codes(capsys):
+    with pytest.raises(SystemExit) as raised:
+        cli.main(["--help"])
+    assert raised.value.code == 0
+    out = capsys.readouterr().out
+    for line in ("0  success", "1  failed", "2  invalid input", "3  waiting", "4  locked", "5  stopped"):
+        assert line in out
