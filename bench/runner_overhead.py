@@ -178,6 +178,8 @@ def main():
             "vs_ansible_playbook": esd - baseline,
             "vs_ansible_runner": esd - runner,
             "vs_playbook_own_time": esd - median("esd", "playbook"),
+            "bookkeeping_outside_the_stage": esd - median("esd", "stage"),
+            "inside_the_stage_outside_the_playbook": median("esd", "stage") - median("esd", "playbook"),
         },
         "ratios": {"esd_to_ansible_playbook": esd / baseline, "esd_to_ansible_runner": esd / runner,
                    "runner_to_ansible_playbook": runner / baseline},
@@ -189,6 +191,9 @@ def main():
         esd - baseline, esd / baseline, esd - runner, esd / runner))
     print("esd wall minus the playbook's own time (events): %.2fs (playbook %.2fs)" % (
         esd - median("esd", "playbook"), median("esd", "playbook")))
+    print("  of which esd bookkeeping outside the stage (ledger, state, audit, report): %.2fs; "
+          "ansible-runner + ansible-playbook start/finish inside the stage: %.2fs" % (
+              esd - median("esd", "stage"), median("esd", "stage") - median("esd", "playbook")))
     out = args.json_out or os.path.join(REPO, "bench", "results", "runner_overhead-%s.json" %
                                         datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
     os.makedirs(os.path.dirname(out), exist_ok=True)

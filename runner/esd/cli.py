@@ -261,7 +261,9 @@ def main(argv=None):
     parser = _parser()
     args = parser.parse_args(argv)
     try:
-        return int(COMMANDS[args.command](args))
+        code = int(COMMANDS[args.command](args))
+        sys.stdout.flush()
+        return code
     except EsdError as exc:
         if args.debug:
             traceback.print_exc()

@@ -143,7 +143,9 @@ def run_demo(ledger_root=None, quiet=False, keep_fleet=False, as_json=False):
         story.say("    -> hello-agent %s (sha256 %s...) committed on test-01, test-02, prod-001..prod-024"
                   % (baseline["version"], baseline["sha256"][:12]))
 
-    story.step(REQUESTER, "requests the change; the runner plans it", "esd plan %s" % os.path.relpath(path))
+    shown = os.path.relpath(path)
+    story.step(REQUESTER, "requests the change; the runner plans it",
+               "esd plan %s" % (path if shown.startswith("..") else shown))
     story.say(_indent(render_brief(engine.plan(path))))
 
     def run(who):
