@@ -1,0 +1,58 @@
+"""Separation of duties and decision rules, on ledger states built by hand."""
+
+from __future__ import annotations
+
+import pytest
+
+from esd import gates
+from esd.errors import GateError
+
+
+def state(**steps):
+    plan_steps = [
+        {"id": "build", "kind": "stage", "site": "build"},
+        {"id": "test_signoff", "kind": "gate", "excludes": ["builder"], "approvers": []},
+        {"id": "change_board", "kind": "gate", "excludes": ["requester"], "approvers": ["dave", "frank"]},
+        {"id": "client_acceptance", "kind": "gate", "excludes": [], "approvers": []},
+    ]
+    records = {"build": {"kind": "stage", "status": "succeeded", "site": "build", "run_by": "bob",
+                         "outputs": {"artifact": {"builder": "bob-ci"}}},
+               "test_signoff": {"kind": "gate", "status": "pending"},
+               "change_board": {"kind": "gate", "status": "pending"},
+               "client_acceptance": {"kind": "gate", "status": "not_reached"}}
+    records.update(steps)
+    return {"change_order": {"id": "CO-1", "requester": "alice", "declared_builders": ["bob-declared"]},
+            "plan": {"steps": plan_steps}, "steps": records}
+
+
+def test_builders_are_who_ran_the_build_what_it_reported_and_what_was_declared():
+    assert gates.builders(state()) == {"bob", "bob-ci", "bob-declared"}
+
+
+@pytest.mark.parametrize("actor", ["bob", "bob-ci", "bob-declared"])
+def test_no_builder_may_sign_off_the_test(actor):
+    with pytest.raises(GateError, match="separation of duties: %s built the artifact" % actor):
+        gates.check_decision(state(), "test_signoff", actor, True)
+
+
+def test_the_requester_may_not_approve_the_change_board():
+    with pytest.raises(GateError, match="alice requested change order CO-1 and may not approve its change_board"):
+        gates.check_decision(state(), "change_board", "alice", True)
+
+
+def test_approver_lists_and_pending_state():
+    gates.check_decision(state(), "change_board", "frank", True)
+    gates.check_decision(state(), "test_signoff", "carol", False)
+    with pytest.raises(GateError, match="erin may not decide gate change_board of change order CO-1: its approvers "
+                                        "are dave, frank"):
+        gates.check_decision(state(), "change_board", "erin", True)
+    with pytest.raises(GateError, match="gate client_acceptance of change order CO-1 is not pending: not reached"):
+        gates.check_decision(state(), "client_acceptance", "alice", True)
+    decided = state(test_signoff={"kind": "gate", "status": "approved", "decided_by": "carol"})
+    with pytest.raises(GateError, match="is not pending: already approved by carol"):
+        gates.check_decision(decided, "test_signoff", "erin", True)
+
+
+def test_a_failed_build_makes_no_builder():
+    failed = state(build={"kind": "stage", "status": "failed", "site": "build", "run_by": "bob"})
+    assert gates.builders(failed) == {"bob-declared"}

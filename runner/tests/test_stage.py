@@ -1,0 +1,58 @@
+"""Stage results come from ansible-runner events and stats (never from stdout)."""
+
+from __future__ import annotations
+
+from esd.stage import EventTracker, run_stage
+
+
+def ev(kind, host=None, **data):
+    event = {"event": kind, "pid": 4242, "event_data": dict(data)}
+    if host:
+        event["event_data"]["host"] = host
+    return event
+
+
+def test_outcomes_follow_the_final_stats():
+    seen = []
+    tracker = EventTracker("install", ["h1", "h2", "h3", "h4"], on_progress=lambda p: seen.append(
+        (p.task_number, p.task_hosts_done, len(p.hosts_failed))), on_pid=lambda pid: seen.append(("pid", pid)))
+    for event in [
+        ev("playbook_on_start"),
+        ev("playbook_on_task_start", task="Software | apply"),
+        ev("runner_on_ok", "h1", task="Software | apply",
+           res={"changed": True, "active": "1.1.0", "backup": "1.0.0", "committed": "1.0.0", "installed": ["1.0.0", "1.1.0"]}),
+        ev("runner_on_failed", "h2", task="Software | apply",
+           res={"msg": "Failed to activate hello-agent 1.1.0: health check exited 3", "phase": "health_check"}),
+        ev("runner_on_failed", "h3", task="Software | apply", res={"msg": "rescued later"}),
+        ev("runner_on_unreachable", "h4", task="Software | apply", res={"msg": "ssh: connection refused"}),
+        ev("playbook_on_task_start", task="Software | rescue"),
+        ev("runner_on_ok", "h3", task="Software | rescue", res={"changed": False}),
+        ev("playbook_on_stats", ok={"h1": 1, "h3": 1}, changed={"h1": 1}, failures={"h2": 1}, dark={"h4": 1},
+           rescued={"h3": 1}, processed={"h1": 1, "h2": 1, "h3": 1, "h4": 1},
+           artifact_data={"esd_test": {"passed": True}}),
+    ]:
+        assert tracker(event) is True      # keep ansible-runner's job_events record
+    tracker.finish()
+    assert {h: o.status for h, o in tracker.hosts.items()} == {"h1": "ok", "h2": "failed", "h3": "ok",
+                                                               "h4": "unreachable"}
+    assert tracker.hosts["h1"].changed and tracker.hosts["h1"].software == {
+        "active": "1.1.0", "backup": "1.0.0", "committed": "1.0.0", "installed": ["1.0.0", "1.1.0"]}
+    failed = tracker.hosts["h2"]
+    assert (failed.task, failed.phase, failed.message) == (
+        "Software | apply", "health_check", "Failed to activate hello-agent 1.1.0: health check exited 3")
+    assert tracker.hosts["h3"].message is None          # the rescued failure is not a failure
+    assert tracker.artifact_data == {"esd_test": {"passed": True}}
+    assert tracker.pid == 4242 and ("pid", 4242) in seen
+    assert (1, 4, 3) in seen          # progress: task 1, 4 hosts reported, 3 failed so far
+
+
+def test_ignored_errors_do_not_fail_a_host():
+    tracker = EventTracker("x", ["h1"])
+    tracker(ev("runner_on_failed", "h1", task="probe", ignore_errors=True, res={"msg": "no"}))
+    assert tracker.hosts["h1"].status == "ok"
+
+
+def test_a_missing_playbook_is_not_built(tmp_path):
+    result = run_stage(stage_id="build_image", playbook=str(tmp_path / "build_image.yml"), inventory="x",
+                       private_data_dir=str(tmp_path / "pdd"), extravars={}, envvars={})
+    assert result.status == "not_built" and result.error.startswith("playbook ")
