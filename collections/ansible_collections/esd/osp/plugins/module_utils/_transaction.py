@@ -490,9 +490,11 @@ class SoftwareManager(object):
         try:
             if previous:
                 self._swap_current(previous)
+                # let the restored version restart whatever the failed one replaced
+                self.hooks.run("post_activate", previous, self.release_dir(previous), version)
             elif os.path.lexists(self.current_link):
                 os.unlink(self.current_link)
-        except OSError as revert_exc:
+        except (OSError, SoftwareError) as revert_exc:
             exc.msg = "Failed to activate %s %s: %s, and the auto-revert to %s failed: %s" % (
                 self.name, version, exc.msg, previous or "no version", revert_exc)
             exc.phase = "revert"
