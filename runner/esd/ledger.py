@@ -25,6 +25,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import socket
 import sys
 import tempfile
@@ -32,6 +33,7 @@ import tempfile
 from esd.errors import LedgerError, LockedError, UsageError
 
 GENESIS = "0" * 64
+ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")     # as esd.changeorder.ID_RE
 STATE_FORMAT = "esd.osp/ledger/v1"
 
 
@@ -96,9 +98,14 @@ class Ledger:
         self.root = os.path.abspath(root or default_root())
 
     def entry(self, change_order_id):
+        if not ID_RE.match(change_order_id or ""):
+            raise UsageError("%r is not a change-order id (letters, digits, . _ -) nor a change-order file"
+                             % change_order_id)
         return Entry(os.path.join(self.root, change_order_id), change_order_id)
 
     def exists(self, change_order_id):
+        if not ID_RE.match(change_order_id or ""):
+            return False
         return os.path.isfile(os.path.join(self.root, change_order_id, "state.json"))
 
     def ids(self):
