@@ -34,9 +34,10 @@ demo:
 	scripts/demo.sh $(DEMO_ARGS)
 
 # pytest exits 5 when it collected nothing: a test run that ran no test is a failure.
+# --durations lists the slowest tests: the place to look when CI gets near its time limit.
 define run_pytest
 	source scripts/env.sh; \
-	rc=0; pytest -ra $(1) || rc=$$?; \
+	rc=0; pytest -ra --durations=15 $(1) || rc=$$?; \
 	if [[ $$rc == 5 ]]; then echo "make: pytest collected no tests, which counts as a failure" >&2; exit 1; fi; \
 	exit $$rc
 endef
