@@ -364,3 +364,20 @@ def test_status_report_and_json_are_consistent(workspace, engine, stages):
     text = report.render_text(data)
     assert "status: WAITING - waiting for gate test_signoff" in text
     json.dumps(data)
+
+
+def test_the_go_no_go_waits_for_the_soak_time(workspace, ledger, stages):
+    offset = [datetime.timedelta(0)]
+    engine = Engine(ledger, project_dir=REPO, clock=lambda: ledger_mod.now() + offset[0])
+    path = release(workspace, **{"spec.approvals": {}, "spec.rollout": {"soak_seconds": 600}})
+    engine.run(path, "bob")
+    engine.decide(CO, "test_signoff", "carol", True)
+    engine.run(CO, "erin")
+    engine.decide(CO, "change_board", "dave", True)
+    outcome = engine.run(CO, "erin")
+    assert (outcome.status, outcome.step, outcome.exit_code) == ("waiting", "go_no_go", 3)
+    assert outcome.message.startswith("go/no-go after the beta soak time: decision at ")
+    assert stage_starts(engine, CO)[-1] == "install_beta"
+    offset[0] = datetime.timedelta(seconds=601)
+    assert engine.run(CO, "erin").status == "succeeded"
+    assert stage_starts(engine, CO).count("install_beta") == 1
