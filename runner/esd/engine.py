@@ -202,6 +202,9 @@ class Engine:
         }
         with open(co.path, "rb") as handle:
             content = handle.read()
+        if hashlib.sha256(content).hexdigest() != co.digest:
+            raise ValidationError(["%s changed while it was being registered; run it again" % co.path],
+                                  source=co.path)
         entry.create(content, state)
         plan_digest = hashlib.sha256(ledger_mod.canonical(plan_dict).encode()).hexdigest()
         entry.append_audit("registered", actor, {"type": spec.type, "digest": co.digest, "plan_sha256": plan_digest,
