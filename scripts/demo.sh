@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
-# Run the main demo on the embedded demo fleet (inventories/demo): bootstrap, then the demo playbook.
-# Extra arguments go to ansible-playbook (e.g. -v, --check).
-#
-# TODO(runner): when the runner lands, this becomes `exec .venv/bin/esd demo "$@"`, which
-# sequences the same playbooks with gates, the ledger and reports.
+# Run the main demo on the embedded demo fleet: bootstrap, then `esd demo`, which runs a software_release
+# change order end to end (build -> test -> approvals by distinct demo users -> beta, go/no-go, waves ->
+# client acceptance -> commit) and prints the status report. Extra arguments go to `esd demo`.
+# The module-level lifecycle demo without the runner: ansible-playbook -i inventories/demo playbooks/demo.yml
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -13,4 +12,4 @@ scripts/bootstrap.sh
 # shellcheck source=scripts/env.sh
 source scripts/env.sh
 
-exec ansible-playbook -i inventories/demo playbooks/demo.yml "$@"
+exec esd demo "$@"
