@@ -20,10 +20,10 @@ a sync with a bandwidth limit (the rate it actually achieved).
 
 Reported: medians, MiB/s, and the ratio of each sync to its baseline (1.00 = no overhead).
 
-    python bench/depot_sync.py [--rounds 3] [--big 4] [--big-mib 48] [--small 64] [--json-out FILE]
+    python bench/depot_sync.py [--rounds 5] [--big 4] [--big-mib 48] [--small 64] [--json-out FILE]
 
-The HTTP server is Python's (threaded, with Range support) on 127.0.0.1; it is the same for the baseline
-and the sync, so the ratio isolates the sync's own cost. Work files go to a temporary directory under
+The HTTP server is Python's (threaded, with Range support) on 127.0.0.1, in a child process of its own (this
+script with --serve); it is the same for the baseline and the sync, so the ratio isolates the sync's own cost. Work files go to a temporary directory under
 /var/tmp (about 4 x the data size), removed at the end.
 """
 
@@ -34,10 +34,11 @@ import datetime
 import json
 import os
 import shutil
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from functools import partial
@@ -72,6 +73,15 @@ class RangeHandler(SimpleHTTPRequestHandler):
         self.send_header("Content-Length", str(size - start))
         self.end_headers()
         return handle
+
+
+class QuietServer(ThreadingHTTPServer):
+    """The interrupted-sync experiment cuts connections on purpose: no tracebacks for that."""
+
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        pass
 
 
 def make_repository(work, big, big_mib, small):
@@ -137,14 +147,19 @@ class CutOff(_depot.Throttle):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--big", type=int, default=4)
     parser.add_argument("--big-mib", type=int, default=48)
     parser.add_argument("--small", type=int, default=64)
     parser.add_argument("--limit-mib", type=int, default=64, help="bandwidth limit for the throttled sync, MiB/s")
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--json-out", default=os.path.join(REPO, "bench", "results", "depot_sync.json"))
+    parser.add_argument("--serve", nargs=2, metavar=("DIR", "PORT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve:
+        server = QuietServer(("127.0.0.1", int(args.serve[1])), partial(RangeHandler, directory=args.serve[0]))
+        server.serve_forever()
+        return
 
     work = tempfile.mkdtemp(prefix="esd-bench-depot-", dir=args.workdir or "/var/tmp")
     server = None
@@ -152,9 +167,18 @@ def main():
         print("building the repository...", flush=True)
         repo, keys, entries = make_repository(work, args.big, args.big_mib, args.small)
         total = sum(e["size"] for e in entries)
-        server = ThreadingHTTPServer(("127.0.0.1", 0), partial(RangeHandler, directory=repo.path))
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        base = "http://127.0.0.1:%d" % server.server_address[1]
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+        probe.close()
+        server = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--serve", repo.path, str(port)])
+        base = "http://127.0.0.1:%d" % port
+        for dummy in range(100):
+            try:
+                urllib.request.urlopen(base + "/channels/production.json").read()
+                break
+            except OSError:
+                time.sleep(0.1)
         print("%d blobs, %.0f MiB; HTTP on %s" % (len(entries), total / MIB, base), flush=True)
 
         def fresh(tag):
@@ -231,8 +255,8 @@ def main():
         print("written %s" % args.json_out)
     finally:
         if server is not None:
-            server.shutdown()
-            server.server_close()
+            server.kill()
+            server.wait()
         shutil.rmtree(work, ignore_errors=True)
 
 

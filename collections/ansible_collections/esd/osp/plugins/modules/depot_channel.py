@@ -223,7 +223,6 @@ import os
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.urls import open_url
 
 from ansible_collections.esd.osp.plugins.module_utils import _depot, _repository, _signing
 
@@ -264,7 +263,7 @@ def main():
     before = depot.state()
     try:
         if p["state"] == "present":
-            source = _depot.Source(p["src"], timeout=p["timeout"], validate_certs=p["validate_certs"], open_url=open_url)
+            source = _depot.Source(p["src"], timeout=p["timeout"], validate_certs=p["validate_certs"])
             result = depot.sync(source, p["public_keys"], bandwidth_limit=p["bandwidth_limit"],
                                 verify_present=p["verify_present"], prune=p["prune"], force=p["force"],
                                 readmit=p["readmit"], check=module.check_mode)

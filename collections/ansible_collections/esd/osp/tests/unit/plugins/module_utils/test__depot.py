@@ -302,3 +302,13 @@ def test_sources(tmp_path):
         Source("file://%s" % tmp_path).read("channels/production.json")
     assert Source(str(tmp_path)).read("nothing", missing_ok=True) is None
     assert _depot.parse_package_ref("a=1") == ("a", "1") and _depot.parse_package_ref("a") == ("a", None)
+
+
+def test_local_sync_without_copy_file_range(upstream, tmp_path, keys, monkeypatch):
+    """Filesystems or kernels without copy_file_range: the blobs go through Python, hashed as they stream."""
+    monkeypatch.delattr(os, "copy_file_range", raising=False)
+    depot = Depot(str(tmp_path / "depot"))
+    result = depot.sync(Source(upstream.path), keys.public_keys())
+    assert result["blobs_fetched"] == 3
+    for entry in production_entries(upstream).values():
+        assert hashlib.sha256(open(depot.blob_path(entry["sha256"]), "rb").read()).hexdigest() == entry["sha256"]
