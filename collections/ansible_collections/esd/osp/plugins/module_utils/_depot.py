@@ -360,8 +360,8 @@ class Depot(object):
             todo.append((sha256, entry, status))
             verb = "repair" if status == "corrupt" else "fetch"
             actions.append("%s %s %s (blob %s, %d bytes)" % (verb, entry["name"], entry["version"], sha256, entry["size"]))
-        published = read_bytes(self.index_path)
-        publish = published != data
+        # a re-signed index (key rotation) has the same bytes and a new signature: publish that too
+        publish = read_bytes(self.index_path) != data or read_bytes(self.index_path + ".sig") != sig
         if publish:
             actions.append("publish %s index serial %d (signed by %s)" % (self.channel, serial, key))
         stale = []

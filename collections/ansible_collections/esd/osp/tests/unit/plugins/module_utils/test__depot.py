@@ -312,3 +312,16 @@ def test_local_sync_without_copy_file_range(upstream, tmp_path, keys, monkeypatc
     assert result["blobs_fetched"] == 3
     for entry in production_entries(upstream).values():
         assert hashlib.sha256(open(depot.blob_path(entry["sha256"]), "rb").read()).hexdigest() == entry["sha256"]
+
+
+def test_a_re_signed_index_is_published_after_a_key_rotation(upstream, tmp_path, keys):
+    depot = Depot(str(tmp_path / "depot"))
+    depot.sync(Source(upstream.path), keys.public_keys())
+    ring = _signing.Keyring(str(tmp_path / "rotated"))
+    ring.apply("present", [], "keyadmin")
+    _repository.Repository(upstream.path, signer=ring.active_signer()).sign()
+    trusted = keys.public_keys() + ring.public_keys()
+    result = depot.sync(Source(upstream.path), trusted)
+    assert result["changed"] and result["key_id"] == ring.load()["active"] and result["blobs_fetched"] == 0
+    assert depot.state()["key_id"] == ring.load()["active"]
+    assert depot.sync(Source(upstream.path), trusted)["changed"] is False
