@@ -117,9 +117,17 @@ class Notify:
 
 @dataclasses.dataclass(frozen=True)
 class Rollout:
-    """A production stage run on the beta group, then a go/no-go gate, then the waves."""
+    """A production stage run on the beta group, then a go/no-go gate, then the waves.
+
+    The planner adds the distribution-log triage after the waves, the backout stage (``playbooks/backout.yml``:
+    rolls back the endpoints that changed and failed with ``esd.osp.software`` state ``backout_state``, and
+    redistributes to those where nothing changed) and the verdict. ``backout_state`` None: the change has no
+    automatic rollback (endpoints that changed and failed are left to a person, see ``spec.backout.plan``).
+    """
 
     stage: Stage
+    backout_state: str | None = "rolled_back"
+    backout_playbook: str | None = "backout.yml"   # None: no backout stage (image rollouts: triage and verdict only)
 
     kind = "rollout"
 
@@ -152,7 +160,7 @@ class RequestType:
             if isinstance(step, Gate):
                 ids.append(step.id)
             elif isinstance(step, Rollout):
-                ids.append(GO_NO_GO.id)
+                ids.extend((GO_NO_GO.id, BACKOUT_REVIEW.id))
         return tuple(ids)
 
 
@@ -165,10 +173,14 @@ TEST_SIGNOFF = Gate("test_signoff", "Test sign-off (test plan passed, backout re
 UAT_SIGNOFF = Gate("uat_signoff", "UAT sign-off (user acceptance test passed)", excludes=("builder",))
 BUILD_SIGNOFF = Gate("build_signoff", "Build sign-off", excludes=("builder",))
 GO_NO_GO = Gate("go_no_go", "Go/no-go after the beta group", automatic=True)
+BACKOUT_REVIEW = Gate("backout_review", "Backout review: the triage of the distribution logs was reviewed before the "
+                      "backout runs", optional=True)
 CLIENT_ACCEPTANCE = Gate("client_acceptance", "Client acceptance before the change is made permanent", optional=True)
 
 GATES = {gate.id: gate for gate in (DEPLOYMENT_PLAN, CHANGE_BOARD, TEST_SIGNOFF, UAT_SIGNOFF, BUILD_SIGNOFF,
-                                    GO_NO_GO, CLIENT_ACCEPTANCE)}
+                                    GO_NO_GO, BACKOUT_REVIEW, CLIENT_ACCEPTANCE)}
+
+
 
 # --- stage building blocks --------------------------------------------------------------------------
 
@@ -286,20 +298,27 @@ ESD_TYPES = (
                                  "deploy.yml", ARTIFACT_FROM_CHANGE_ORDER, software_state="active")),
                  CLIENT_ACCEPTANCE),
                 requires=_ESD_INSTALL + ("software.updates",)),
-    RequestType("activate", ESD, "Activate an installed (staged) version",
-                (DEPLOYMENT_PLAN, CHANGE_BOARD,
-                 _deploy("activate", "Activate the installed version", "activate.yml", {})),
+    # Activate, commit, rollback_update and remove roll out like installs (beta, go/no-go, waves, triage,
+    # backout). Only activate can be undone automatically (rolled_back re-activates the backup); a commit
+    # removed the backup, a rollback removed the update and a removal the package, so their endpoints that
+    # changed and failed go to a person (spec.backout.plan).
+    RequestType("activate", ESD, "Activate an installed (staged) version: beta group, go/no-go, waves",
+                (DEPLOYMENT_PLAN, CHANGE_BOARD, ANNOUNCE_DEPLOYMENT,
+                 Rollout(_deploy("activate", "Activate the installed version", "activate.yml", {}))),
                 requires=_ESD_PRODUCTION),
-    RequestType("commit", ESD, "Commit an active update (removes its backup)",
-                (DEPLOYMENT_PLAN, CHANGE_BOARD, CLIENT_ACCEPTANCE,
-                 _deploy("commit", "Commit the active version", "commit.yml", {})),
+    RequestType("commit", ESD, "Commit an active update (removes its backup): beta group, go/no-go, waves",
+                (DEPLOYMENT_PLAN, CHANGE_BOARD, CLIENT_ACCEPTANCE, ANNOUNCE_DEPLOYMENT,
+                 Rollout(_deploy("commit", "Commit the active version", "commit.yml", {}), backout_state=None)),
                 requires=_ESD_PRODUCTION),
-    RequestType("rollback_update", ESD, "Return nodes to the state before an uncommitted update",
-                (DEPLOYMENT_PLAN, CHANGE_BOARD,
-                 _deploy("rollback", "Re-activate the backup version", "rollback.yml", {})),
+    RequestType("rollback_update", ESD, "Return nodes to the state before an uncommitted update: beta group, "
+                "go/no-go, waves",
+                (DEPLOYMENT_PLAN, CHANGE_BOARD, ANNOUNCE_DEPLOYMENT,
+                 Rollout(_deploy("rollback", "Re-activate the backup version", "rollback.yml", {}),
+                         backout_state=None)),
                 requires=_ESD_PRODUCTION),
-    RequestType("remove", ESD, "Uninstall software from nodes",
-                (DEPLOYMENT_PLAN, CHANGE_BOARD, _deploy("remove", "Uninstall the software", "remove.yml", {})),
+    RequestType("remove", ESD, "Uninstall software from nodes: beta group, go/no-go, waves",
+                (DEPLOYMENT_PLAN, CHANGE_BOARD, ANNOUNCE_DEPLOYMENT,
+                 Rollout(_deploy("remove", "Uninstall the software", "remove.yml", {}), backout_state=None)),
                 requires=("software.name", "targets.hosts", "backout.plan")),
     RequestType("delete_package", ESD, "Delete a package from defined nodes or depots (not an uninstall)",
                 (DEPLOYMENT_PLAN, CHANGE_BOARD,
@@ -403,13 +422,14 @@ OSP_TYPES = (
     RequestType("install_image", OSP, "Provision nodes from an image: beta group, go/no-go, waves",
                 (DEPLOYMENT_PLAN, CHANGE_BOARD, ANNOUNCE_DEPLOYMENT,
                  Rollout(_image_stage("provision", "Provision from the image", SITE_PRODUCTION, "provision.yml",
-                                      "hosts", **IMAGE_FROM_CHANGE_ORDER)),
+                                      "hosts", **IMAGE_FROM_CHANGE_ORDER), backout_state=None, backout_playbook=None),
                  CLIENT_ACCEPTANCE),
                 requires=_OSP_PRODUCTION + ("image.artifact", "image.sha256", "targets.hosts")),
     RequestType("update_image", OSP, "Move nodes to a newer image version: beta group, go/no-go, waves",
                 (DEPLOYMENT_PLAN, CHANGE_BOARD, ANNOUNCE_DEPLOYMENT,
                  Rollout(_image_stage("update_image", "Update nodes to the image version", SITE_PRODUCTION,
-                                      "update_image.yml", "hosts", **IMAGE_FROM_CHANGE_ORDER)),
+                                      "update_image.yml", "hosts", **IMAGE_FROM_CHANGE_ORDER), backout_state=None,
+                         backout_playbook=None),
                  CLIENT_ACCEPTANCE),
                 requires=_OSP_PRODUCTION + ("image.artifact", "image.sha256", "targets.hosts")),
     RequestType("rollback_image", OSP, "Return nodes to their previous image",
@@ -467,4 +487,7 @@ def get(type_id):
 
 
 def optional_gates(request_type):
-    return tuple(step.id for step in request_type.steps if isinstance(step, Gate) and step.optional)
+    gates = [step.id for step in request_type.steps if isinstance(step, Gate) and step.optional]
+    if any(isinstance(step, Rollout) and step.backout_playbook for step in request_type.steps):
+        gates.append(BACKOUT_REVIEW.id)
+    return tuple(gates)

@@ -15,12 +15,14 @@ The document (``apiVersion: esd.osp/v1``, ``kind: ChangeOrder``)::
       image:         family, version, source, base, artifact, sha256, builder, retire, force_retire
       build:         scan, scan_database, unit_test
       targets:       inventory, hosts, limit, build, test, depots
-      rollout:       beta, beta_hosts, go_no_go, min_success_percent, soak_seconds, waves, wave_size,
-                     failure_budget_percent
+      rollout:       beta, beta_hosts (count or "N%"), go_no_go, min_success_percent, soak_seconds,
+                     health_check{playbook, urls[], timeout_seconds}, waves (patterns, or sizes like
+                     serial: counts / "N%"), wave_size, failure_budget_percent (one, or one per wave)
       approvals:     required[], approvers{gate: [user]}
-      backout:       plan, strategy, rehearsed_in
+      backout:       plan, strategy, rehearsed_in, redistribute_attempts, retry_delay_seconds, on_halt
       notifications: events[], email[], webhook, smtp{host, port, sender}
-      window:        start, end
+      problems:      webhook (problem records are also kept in the ledger)
+      window:        start, end  (or a list of windows: a stopped rollout resumes in the next one)
 """
 
 from __future__ import annotations
@@ -51,9 +53,11 @@ URL_RE = re.compile(r"^(https?|file)://\S+$")
 
 ATTACHMENT_KINDS = ("license", "version_notes", "test_plan", "documentation", "other")
 BACKOUT_STRATEGIES = ("rollback_update", "remove", "reinstall_previous", "restore_image", "manual")
-NOTIFY_EVENTS = ("registered", "deployment_scheduled", "uat_ready", "gate_pending", "gate_decided", "failed",
-                 "completed", "cancelled")
+NOTIFY_EVENTS = ("registered", "deployment_scheduled", "uat_ready", "gate_pending", "gate_decided", "go_no_go",
+                 "failed", "completed", "cancelled")
 GO_NO_GO_MODES = ("automatic", "manual")
+ON_HALT = ("rollback", "keep")
+_PERCENT_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,13 +108,15 @@ class Targets:
 class Rollout:
     beta: str | None = "beta"            # None: no beta group (explicitly disabled)
     beta_explicit: bool = False
-    beta_hosts: int | None = None
+    beta_hosts: int | str | None = None      # a count, or a percentage of the targets ("10%")
     go_no_go: str = "automatic"
     min_success_percent: int = 100
     soak_seconds: int = 0
-    waves: tuple[str, ...] = ()
+    waves: tuple[str, ...] = ()              # host patterns, one per wave
+    wave_sizes: tuple = ()                   # or sizes like the play keyword serial: counts and "N%"
     wave_size: int | None = None
-    failure_budget_percent: int = 0
+    failure_budget_percent: int | tuple = 0  # one budget for every wave, or one per wave (the last repeats)
+    health_check: dict = dataclasses.field(default_factory=dict)   # playbook, urls, timeout_seconds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,6 +130,9 @@ class Backout:
     plan: str = ""
     strategy: str | None = None
     rehearsed_in: str | None = None
+    redistribute_attempts: int = 2           # backout attempts for endpoints where nothing changed
+    retry_delay_seconds: int = 30
+    on_halt: str = "rollback"                # a halted rollout: roll back every endpoint it changed, or keep them
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,7 +164,9 @@ class Spec:
     approvals: Approvals = dataclasses.field(default_factory=Approvals)
     backout: Backout = dataclasses.field(default_factory=Backout)
     notifications: Notifications = dataclasses.field(default_factory=Notifications)
-    window: Window | None = None
+    window: Window | None = None             # the first maintenance window (all of them: windows)
+    windows: tuple[Window, ...] = ()
+    problems: dict = dataclasses.field(default_factory=dict)
 
     def field(self, dotted, default=None):
         """A value by dotted path under spec (``software.name``), or ``default`` when unset."""
@@ -439,16 +450,18 @@ def _timestamp(value):
 TOP_FIELDS = ("apiVersion", "kind", "metadata", "spec")
 METADATA_FIELDS = ("id", "title", "requester", "requested_completion", "description", "attachments")
 SPEC_FIELDS = ("type", "software", "media", "image", "build", "targets", "rollout", "approvals", "backout",
-               "notifications", "window")
+               "notifications", "problems", "window")
 SOFTWARE_FIELDS = ("name", "version", "source", "artifact", "sha256", "builder", "updates")
 MEDIA_FIELDS = ("name", "packages", "artifact", "sha256", "builder")
 IMAGE_FIELDS = ("family", "version", "source", "base", "artifact", "sha256", "builder", "retire", "force_retire")
 BUILD_FIELDS = ("scan", "scan_database", "unit_test")
 TARGET_FIELDS = ("inventory", "hosts", "limit", "build", "test", "depots")
-ROLLOUT_FIELDS = ("beta", "beta_hosts", "go_no_go", "min_success_percent", "soak_seconds", "waves", "wave_size",
-                  "failure_budget_percent")
+ROLLOUT_FIELDS = ("beta", "beta_hosts", "go_no_go", "min_success_percent", "soak_seconds", "health_check", "waves",
+                  "wave_size", "failure_budget_percent")
+HEALTH_CHECK_FIELDS = ("playbook", "urls", "timeout_seconds")
+PROBLEM_FIELDS = ("webhook",)
 APPROVAL_FIELDS = ("required", "approvers")
-BACKOUT_FIELDS = ("plan", "strategy", "rehearsed_in")
+BACKOUT_FIELDS = ("plan", "strategy", "rehearsed_in", "redistribute_attempts", "retry_delay_seconds", "on_halt")
 NOTIFICATION_FIELDS = ("events", "email", "webhook", "smtp")
 SMTP_FIELDS = ("host", "port", "sender")
 WINDOW_FIELDS = ("start", "end")
@@ -603,7 +616,8 @@ def _check_spec(c, raw, metadata):
     approvals = _check_approvals(c, section.get("approvals", _MISSING), request_type, metadata)
     backout = _check_backout(c, section.get("backout", _MISSING))
     notifications = _check_notifications(c, section.get("notifications", _MISSING))
-    window = _check_window(c, section.get("window", _MISSING))
+    problems = _check_problems(c, section.get("problems", _MISSING))
+    windows = _check_windows(c, section.get("window", _MISSING))
 
     if request_type is not None:
         present = {"software": artifacts["software"], "media": artifacts["media"], "image": artifacts["image"],
@@ -630,7 +644,8 @@ def _check_spec(c, raw, metadata):
         return None
     return Spec(type=raw_type, targets=targets, software=artifacts["software"] or {},
                 media=artifacts["media"] or {}, image=artifacts["image"] or {}, build=build_values,
-                rollout=rollout, approvals=approvals, backout=backout, notifications=notifications, window=window)
+                rollout=rollout, approvals=approvals, backout=backout, notifications=notifications,
+                window=windows[0] if windows else None, windows=windows, problems=problems)
 
 
 def _check_artifact_section(c, spec_section, name):
@@ -721,13 +736,22 @@ def _check_rollout(c, raw, request_type):
     else:
         c.problem("spec.rollout.beta", "an inventory group or pattern for the beta group, or false", beta)
         beta_value = None
-    beta_hosts = c.integer(section, "beta_hosts", "spec.rollout.beta_hosts", 1)
+    beta_hosts = _size(c, section.get("beta_hosts", _MISSING), "spec.rollout.beta_hosts")
     if beta_hosts is not None and beta_explicit and beta_value is not None:
         c.problem("spec.rollout", "either beta or beta_hosts", _Said("both"))
-    waves = c.string_list(section, "waves", "spec.rollout.waves", expected_item="an inventory host pattern")
+    waves, wave_sizes = _check_waves(c, section.get("waves", _MISSING))
     wave_size = c.integer(section, "wave_size", "spec.rollout.wave_size", 1)
-    if waves and wave_size is not None:
+    if (waves or wave_sizes) and wave_size is not None:
         c.problem("spec.rollout", "either waves or wave_size", _Said("both"))
+    raw_budget = section.get("failure_budget_percent", _MISSING)
+    if isinstance(raw_budget, list):
+        budget = tuple(c.integer({"v": item}, "v", "spec.rollout.failure_budget_percent[%d]" % index, 0, 100,
+                                 default=0) for index, item in enumerate(raw_budget))
+        if not budget:
+            c.problem("spec.rollout.failure_budget_percent", "a percentage, or one per wave", _Said("an empty list"))
+            budget = 0
+    else:
+        budget = c.integer(section, "failure_budget_percent", "spec.rollout.failure_budget_percent", 0, 100, default=0)
     return Rollout(
         beta=None if beta_hosts is not None else beta_value,
         beta_explicit=beta_explicit or beta_hosts is not None,
@@ -737,10 +761,73 @@ def _check_rollout(c, raw, request_type):
                                       default=100),
         soak_seconds=c.integer(section, "soak_seconds", "spec.rollout.soak_seconds", 0, default=0),
         waves=waves,
+        wave_sizes=wave_sizes,
         wave_size=wave_size,
-        failure_budget_percent=c.integer(section, "failure_budget_percent", "spec.rollout.failure_budget_percent",
-                                         0, 100, default=0),
+        failure_budget_percent=budget,
+        health_check=_check_health_check(c, section.get("health_check", _MISSING)),
     )
+
+
+def _size(c, value, path):
+    """A host count (>= 1) or a percentage string ("10%"), or None when absent."""
+    if value is _MISSING or value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    if isinstance(value, str):
+        match = _PERCENT_RE.match(value)
+        if match and 0 < float(match.group(1)) <= 100:
+            return "%s%%" % match.group(1)
+    c.problem(path, "a host count (1 or more) or a percentage of the hosts such as \"10%\"", value)
+    return None
+
+
+def _check_waves(c, raw):
+    """(patterns, sizes): waves are host patterns, or sizes like the play keyword serial - not both."""
+    if raw is _MISSING or raw is None:
+        return (), ()
+    if not isinstance(raw, list) or not raw:
+        c.problem("spec.rollout.waves", "a list of host patterns, or of wave sizes (counts or \"N%\")",
+                  raw if raw != [] else _Said("an empty list"))
+        return (), ()
+    sized = [isinstance(item, int) and not isinstance(item, bool) or
+             (isinstance(item, str) and bool(_PERCENT_RE.match(item))) for item in raw]
+    if all(sized):
+        sizes = tuple(_size(c, item, "spec.rollout.waves[%d]" % index) for index, item in enumerate(raw))
+        return (), tuple(size for size in sizes if size is not None)
+    if any(sized):
+        c.problem("spec.rollout.waves", "either host patterns or wave sizes, not both", _Said("a mix"))
+        return (), ()
+    return c.string_list({"waves": raw}, "waves", "spec.rollout.waves", expected_item="an inventory host pattern"), ()
+
+
+def _check_health_check(c, raw):
+    section = c.mapping(raw, "spec.rollout.health_check", HEALTH_CHECK_FIELDS)
+    if not section:
+        return {}
+    values = {}
+    playbook = c.string_value(section.get("playbook", _MISSING), "spec.rollout.health_check.playbook", None,
+                              "a playbook that checks the beta hosts")
+    if playbook:
+        values["playbook"] = c.path_value(playbook, "spec.rollout.health_check.playbook", "file")
+    urls = c.string_list(section, "urls", "spec.rollout.health_check.urls", re.compile(r"^https?://\S+$"),
+                         "an http:// or https:// URL ({host} is replaced by each beta host's name)")
+    if urls:
+        values["urls"] = list(urls)
+    values["timeout_seconds"] = c.integer(section, "timeout_seconds", "spec.rollout.health_check.timeout_seconds",
+                                          1, 600, default=10)
+    if not values.get("playbook") and not values.get("urls"):
+        c.problem("spec.rollout.health_check", "a playbook or urls to check", _Said("neither"))
+    return values
+
+
+def _check_problems(c, raw):
+    section = c.mapping(raw, "spec.problems", PROBLEM_FIELDS)
+    if not section:
+        return {}
+    webhook = c.string_value(section.get("webhook", _MISSING), "spec.problems.webhook", re.compile(r"^https?://\S+$"),
+                             "an http:// or https:// URL that receives problem records")
+    return {"webhook": webhook} if webhook else {}
 
 
 def _check_approvals(c, raw, request_type, metadata):
@@ -784,7 +871,12 @@ def _check_backout(c, raw):
     strategy = c.choice(section, "strategy", "spec.backout.strategy", BACKOUT_STRATEGIES)
     rehearsed = c.string_value(section.get("rehearsed_in", _MISSING), "spec.backout.rehearsed_in", ID_RE,
                                "the id of the change order whose test stage rehearsed this backout")
-    return Backout(plan or "", strategy, rehearsed)
+    return Backout(plan or "", strategy, rehearsed,
+                   redistribute_attempts=c.integer(section, "redistribute_attempts",
+                                                   "spec.backout.redistribute_attempts", 0, 10, default=2),
+                   retry_delay_seconds=c.integer(section, "retry_delay_seconds", "spec.backout.retry_delay_seconds",
+                                                 0, 3600, default=30),
+                   on_halt=c.choice(section, "on_halt", "spec.backout.on_halt", ON_HALT, default="rollback"))
 
 
 def _check_notifications(c, raw):
@@ -810,8 +902,27 @@ def _check_notifications(c, raw):
     return Notifications(events=events, email=emails, webhook=webhook, smtp=smtp)
 
 
-def _check_window(c, raw):
-    section = c.mapping(raw, "spec.window", WINDOW_FIELDS, required=("start", "end") if raw not in (_MISSING, None)
+def _check_windows(c, raw):
+    """One window (a mapping) or several (a list, in time order): a stopped rollout resumes in the next one."""
+    if isinstance(raw, list):
+        if not raw:
+            c.problem("spec.window", "a window (start, end) or a list of windows", _Said("an empty list"))
+            return ()
+        windows = []
+        for index, item in enumerate(raw):
+            window = _check_window(c, item if item is not None else _MISSING, "spec.window[%d]" % index)
+            if window is not None:
+                if windows and window.start < windows[-1].end:
+                    c.problem("spec.window[%d].start" % index, "a time after the end of the window before it (%s)"
+                              % windows[-1].end.isoformat(), _Said("timestamp %s" % window.start.isoformat()))
+                windows.append(window)
+        return tuple(windows)
+    window = _check_window(c, raw)
+    return (window,) if window is not None else ()
+
+
+def _check_window(c, raw, where="spec.window"):
+    section = c.mapping(raw, where, WINDOW_FIELDS, required=("start", "end") if raw not in (_MISSING, None)
                         and isinstance(raw, dict) else ())
     if section is None:
         return None
@@ -822,11 +933,11 @@ def _check_window(c, raw):
         value = section[key]
         moment = _timestamp(value)
         if moment is None:
-            c.problem("spec.window.%s" % key, "an ISO 8601 timestamp with a time zone (2026-03-01T22:00:00+01:00)",
+            c.problem("%s.%s" % (where, key), "an ISO 8601 timestamp with a time zone (2026-03-01T22:00:00+01:00)",
                       value)
         moments[key] = moment
     if moments.get("start") and moments.get("end") and moments["end"] <= moments["start"]:
-        c.problem("spec.window.end", "a time after spec.window.start (%s)" % moments["start"].isoformat(),
+        c.problem(where + ".end", "a time after %s.start (%s)" % (where, moments["start"].isoformat()),
                   _Said("timestamp %s" % moments["end"].isoformat()))
     if not (moments.get("start") and moments.get("end")):
         return None

@@ -7,14 +7,15 @@ interrupted by a crash (its process is gone, or the lock would not have been fre
 as a new attempt, which is safe because every stage playbook is idempotent.
 
 Change-order statuses: registered, running, waiting (a gate or the maintenance window), failed,
-interrupted (SIGINT/SIGTERM; resumable), denied, cancelled, succeeded. The last three are final.
+interrupted (SIGINT/SIGTERM; resumable), denied, cancelled, succeeded, rolled_back (a halted rollout
+that was backed out). The last four are final. Rollouts (beta, go/no-go, waves, triage, backout,
+verdict) are driven from esd.rollout.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime
 import hashlib
 import os
 import signal
@@ -28,10 +29,12 @@ from esd.ledger import timestamp
 from esd.plan import Plan, make_plan
 from esd.progress import Console
 from esd.stage import run_stage
+from esd import rollout, siteconfig
 
-FINAL = ("succeeded", "cancelled", "denied")
+FINAL = ("succeeded", "cancelled", "denied", "rolled_back")
 STATUS_EXIT = {
     "succeeded": ExitCode.SUCCESS,
+    "rolled_back": ExitCode.FAILED,      # the rollout halted and the change was backed out
     "failed": ExitCode.FAILED,
     "interrupted": ExitCode.FAILED,
     "waiting": ExitCode.WAITING,
@@ -282,8 +285,13 @@ class Engine:
             record = state["steps"][planned["id"]]
             if planned["kind"] == "stage":
                 outcome = self._stage(entry, co, state, planned, record, actor)
+                # A backout stage runs again while redistribution attempts remain (esd.rollout.again).
+                while outcome is None and rollout.again(self, entry, co, state, planned, record, actor):
+                    outcome = self._stage(entry, co, state, planned, record, actor)
             elif planned["kind"] == "gate":
                 outcome = self._gate(entry, co, state, planned, record)
+            elif planned["kind"] in ("triage", "verdict"):
+                outcome = rollout.run_step(self, entry, co, state, planned, record, actor)
             else:
                 outcome = self._notify_step(entry, co, state, planned, record)
             if outcome is not None:
@@ -296,8 +304,13 @@ class Engine:
         state["status"], state["current_step"], state["finished_at"] = "succeeded", None, timestamp()
         state["reason"] = "all %d steps done" % len(plan_steps)
         entry.append_audit("completed", actor, {"steps": len(plan_steps)}, state=state)
-        self._notify(co, entry, state, "completed", "Change order %s completed" % co.id,
-                     report.render_text(report.status_report(state, entry)))
+        verdict = (state.get("rollout") or {}).get("verdict")
+        body = report.render_text(report.status_report(state, entry))
+        if verdict:
+            body = "Verdict: %s\n\n%s" % (rollout.describe(verdict), body)
+        self._notify(co, entry, state, "completed", "Change order %s completed%s" % (
+            co.id, " with %d exception(s)" % len(verdict["exceptions"]) if verdict and verdict["exceptions"] else ""),
+            body, data={"verdict": verdict} if verdict else None)
         report.write_reports(state, entry)
         return self._outcome(state, "change order %s succeeded" % co.id)
 
@@ -315,10 +328,14 @@ class Engine:
             record["status"] = "skipped"
             entry.append_audit("stage_skipped", actor, {"stage": step_id, "reason": planned["skip"]}, state=state)
             return None
-        if planned.get("site") == catalogue.SITE_PRODUCTION and co.spec.window is not None:
-            outcome = self._window(entry, co, state, step_id, actor)
+        if planned.get("rollout_role") or (state.get("rollout") or {}).get("verdict"):
+            outcome = rollout.before_stage(self, entry, co, state, planned, record, actor)
             if outcome is not None:
-                return outcome
+                return None if outcome is rollout.SKIP else outcome
+        if planned.get("site") == catalogue.SITE_PRODUCTION and co.spec.window is not None:
+            outcome = rollout.window(self, entry, co, state, planned, record, actor)
+            if outcome is not None:
+                return None if outcome is rollout.SKIP else outcome
         if record["status"] == "running":
             # The lock was free, so the process that ran this attempt is gone: it crashed or was killed.
             entry.append_audit("stage_interrupted", actor, {"stage": step_id, "attempt": record["attempts"],
@@ -348,16 +365,18 @@ class Engine:
             entry.write_state(state)
 
         extravars = dict(inputs)
+        extravars.update(rollout.stage_extravars(state, planned, record))
         extravars["esd_change_order"] = co.id
         if planned.get("target_pattern"):
             extravars["esd_hosts"] = planned["target_pattern"]
         envvars = project.ansible_environment(self.project_dir)
         envvars.update(ESD_CHANGE_ORDER=co.id, ESD_STAGE=step_id, ESD_STAGE_DIR=private_data_dir,
                        ESD_LEDGER_DIR=entry.path)
+        envvars.update(rollout.stage_envvars(planned))
         result = run_stage(
             stage_id=step_id, playbook=planned["playbook"], inventory=state["plan"]["inventory"],
             private_data_dir=private_data_dir, extravars=extravars, envvars=envvars, hosts=planned.get("hosts"),
-            limit_hosts=planned.get("limit_hosts"), cancel_requested=lambda: self._should_stop(entry),
+            limit_hosts=rollout.stage_limit(state, planned, record), cancel_requested=lambda: self._should_stop(entry),
             on_progress=self.console.progress, on_pid=remember_pid)
         return self._settle_stage(entry, co, state, planned, record, result, actor)
 
@@ -398,7 +417,8 @@ class Engine:
 
     def _settle_stage(self, entry, co, state, planned, record, result, actor):
         step_id = planned["id"]
-        expected = planned.get("limit_hosts") if planned.get("limit_hosts") is not None else planned.get("hosts")
+        limit = rollout.stage_limit(state, planned, record)
+        expected = limit if limit is not None else planned.get("hosts")
         outcomes = result.hosts
         failed = result.failed_hosts
         never_ran = sorted(host for host in (expected or []) if outcomes.get(host) is None
@@ -432,11 +452,13 @@ class Engine:
         bad = sorted(set(failed) | set(never_ran))
         budget = planned.get("failure_budget_percent") or 0
         reason = None
+        breached = False
         if result.error:
             reason = result.error
         elif total == 0:
             reason = "no host ran the playbook (its host pattern matched nothing)"
         elif bad and len(bad) * 100 > budget * total:
+            breached = True
             reason = "%d of %d host(s) failed%s: %s" % (
                 len(bad), total, " (failure budget %d%%)" % budget if budget else "",
                 _failure_summary(bad, record["failures"]))
@@ -446,6 +468,9 @@ class Engine:
             problems = _check_result(record, planned, co)
             if problems:
                 reason = "; ".join(problems)
+        if reason and breached and planned.get("rollout_role") == "wave":
+            # The wave broke its failure budget: the rollout halts (no further wave) and goes on to the backout.
+            return rollout.wave_breached(self, entry, co, state, planned, record, reason, bad, actor)
         if reason:
             return self._fail_stage(entry, co, state, record, step_id, "failed", reason, bad, actor)
 
@@ -479,28 +504,15 @@ class Engine:
         self.console.info("==> interrupted at %s" % step_id)
         return self._outcome(state, state["reason"], step=step_id)
 
-    def _window(self, entry, co, state, step_id, actor):
-        window = co.spec.window
-        moment = self.clock()
-        if moment < window.start:
-            state["status"] = "waiting"
-            state["reason"] = "maintenance window opens at %s (before stage %s)" % (window.start.isoformat(), step_id)
-            entry.append_audit("run_waiting", actor, {"step": step_id, "for": "window",
-                                                      "opens": window.start.isoformat()}, state=state)
-            return self._outcome(state, state["reason"], step=step_id)
-        if moment >= window.end:
-            state["status"] = "failed"
-            state["reason"] = "maintenance window closed at %s before stage %s could run" % (
-                window.end.isoformat(), step_id)
-            entry.append_audit("run_failed", actor, {"step": step_id, "for": "window"}, state=state)
-            return self._outcome(state, state["reason"], step=step_id)
-        return None
-
     # --- gates -----------------------------------------------------------------------------------
 
     def _gate(self, entry, co, state, planned, record):
         gate_id = planned["id"]
-        if record["status"] == gates.APPROVED:
+        if record["status"] in (gates.APPROVED, "skipped"):
+            return None
+        if record["status"] == gates.DENIED and gate_id == catalogue.GO_NO_GO.id:
+            return None      # a no-go halted the rollout; the triage and the backout follow
+        if record["status"] == gates.NOT_REACHED and rollout.gate_not_needed(self, entry, state, planned, record):
             return None
         if record["status"] == gates.DENIED:
             state["status"] = "denied"
@@ -515,7 +527,7 @@ class Engine:
                              "%s\nDecide with: esd approve %s --gate %s --as <you>  (or esd deny)"
                              % (planned["title"], co.id, gate_id))
         if planned.get("automatic"):
-            return self._go_no_go(entry, co, state, planned, record)
+            return rollout.go_no_go(self, entry, co, state, planned, record)
         state["status"] = "waiting"
         state["current_step"] = gate_id
         state["reason"] = "waiting for gate %s (%s): esd approve %s --gate %s --as <identity>" % (
@@ -525,34 +537,6 @@ class Engine:
             state["reason"] += "; approval is refused until: %s" % "; ".join(blockers)
         entry.write_state(state)
         return self._outcome(state, state["reason"], step=gate_id)
-
-    def _go_no_go(self, entry, co, state, planned, record):
-        gate_id = planned["id"]
-        steps = state["plan"]["steps"]
-        index = next(i for i, step in enumerate(steps) if step["id"] == gate_id)
-        beta = next((step for step in reversed(steps[:index]) if step.get("rollout_role") == "beta"), None)
-        criteria = planned.get("criteria") or {}
-        beta_state = state["steps"][beta["id"]] if beta else {}
-        finished = beta_state.get("finished_at")
-        soak = criteria.get("soak_seconds") or 0
-        if soak and finished:
-            ready_at = datetime.datetime.fromisoformat(finished) + datetime.timedelta(seconds=soak)
-            if self.clock() < ready_at:
-                state["status"] = "waiting"
-                state["reason"] = "go/no-go after the beta soak time: decision at %s" % ready_at.isoformat()
-                entry.write_state(state)
-                return self._outcome(state, state["reason"], step=gate_id)
-        total = len(beta["limit_hosts"]) if beta else 0
-        ok = len((beta_state.get("hosts") or {}).get("ok", []))
-        percent = 100.0 * ok / total if total else 100.0
-        minimum = criteria.get("min_success_percent", 100)
-        go = percent >= minimum
-        comment = "automatic: %d of %d beta host(s) succeeded (%.0f%% %s %d%%)" % (
-            ok, total, percent, ">=" if go else "<", minimum)
-        self._record_decision(entry, co, state, planned, record, identity.SYSTEM, go, comment)
-        if not go:
-            return self._outcome(state, "go/no-go decided no-go: %s" % comment, step=gate_id)
-        return None
 
     def _record_decision(self, entry, co, state, planned, record, actor, approve, comment):
         gate_id = planned["id"]
@@ -587,6 +571,13 @@ class Engine:
                                     "backout: %s" % (gate_id, change_order_id, "; ".join(blockers)))
             co = self._stored_change_order(entry, state)
             planned = next(step for step in state["plan"]["steps"] if step["id"] == gate_id)
+            if gate_id == catalogue.GO_NO_GO.id:
+                rollout.decide(self, entry, co, state, planned, state["steps"][gate_id], actor, approve, comment)
+                if not approve:
+                    return self._outcome(state, state["reason"], step=gate_id, code=ExitCode.STOPPED)
+                return self._outcome(state, "gate %s of %s approved by %s; continue with `esd run %s`"
+                                     % (gate_id, change_order_id, actor, change_order_id), step=gate_id,
+                                     code=ExitCode.SUCCESS)
             self._record_decision(entry, co, state, planned, state["steps"][gate_id], actor, approve, comment)
             if approve:
                 return self._outcome(state, "gate %s of %s approved by %s; continue with `esd run %s`"
@@ -599,17 +590,22 @@ class Engine:
     def _notify_step(self, entry, co, state, planned, record):
         if record["status"] == "done":
             return None
-        self._notify(co, entry, state, planned["event"], "Change order %s: %s" % (co.id, planned["title"]),
-                     "%s\n%s" % (co.metadata.title, planned["title"]))
+        body, data = "%s\n%s" % (co.metadata.title, planned["title"]), None
+        if planned["event"] == "deployment_scheduled" and any(step.get("rollout_role") for step in state["plan"]["steps"]):
+            text, data = rollout.schedule(state, co)
+            body = "%s\n\n%s" % (body, text)
+            data = {"schedule": data}
+        self._notify(co, entry, state, planned["event"], "Change order %s: %s" % (co.id, planned["title"]), body,
+                     data=data)
         record.update(status="done", done_at=timestamp())
         entry.write_state(state)
         return None
 
-    def _notify(self, co, entry, state, event, subject, body):
-        settings = co.spec.notifications
-        if not (settings.webhook or settings.email) or not notify.wanted(settings, event):
+    def _notify(self, co, entry, state, event, subject, body, data=None):
+        settings = notify.effective(co.spec.notifications, siteconfig.load())
+        if not settings.configured or not notify.wanted(settings, event):
             return
-        deliveries = notify.send(settings, co.id, event, subject, body)
+        deliveries = notify.send(settings, co.id, event, subject, body, data=data)
         entry.append_audit("notified", identity.SYSTEM, {"event": event, "subject": subject,
                                                          "deliveries": deliveries}, state=state)
 

@@ -16,7 +16,7 @@ import dataclasses
 import os
 from typing import Any
 
-from esd import catalogue, project
+from esd import catalogue, collection, project
 from esd.catalogue import Actor, Field, Gate, LedgerPath, Notify, Ref, Rollout, Stage
 from esd.changeorder import Problem
 from esd.errors import ValidationError
@@ -36,8 +36,12 @@ class PlannedStep:
     inputs: dict[str, Any] = dataclasses.field(default_factory=dict)
     outputs: dict[str, str] = dataclasses.field(default_factory=dict)
     checks: list[str] = dataclasses.field(default_factory=list)
-    rollout_role: str | None = None            # beta | wave
+    rollout_role: str | None = None            # beta | check | wave | backout (stages); triage | verdict steps
+    rollout_stage: str | None = None           # the catalogue stage a rollout step belongs to (install, ...)
+    wave: int | None = None                    # 1, 2, ... for wave stages
     failure_budget_percent: int = 0
+    soak_seconds: int = 0                      # wait this long after the beta stage finished before this step
+    backout: dict[str, Any] = dataclasses.field(default_factory=dict)   # backout stage: state, attempts, ...
     skip: str | None = None                    # why the stage will not run (its `when` field is unset)
     excludes: list[str] = dataclasses.field(default_factory=list)
     approvers: list[str] = dataclasses.field(default_factory=list)
@@ -180,7 +184,7 @@ def make_plan(change_order, inventory=None, project_dir=None):
         elif isinstance(step, Stage):
             steps.append(_stage_step(step, spec, project_dir, resolve))
         elif isinstance(step, Rollout):
-            steps.extend(_rollout_steps(step.stage, spec, project_dir, resolve, inventory, problems, notes))
+            steps.extend(_rollout_steps(step, spec, project_dir, resolve, inventory, problems, notes))
 
     _check_refs(steps, problems)
     if problems:
@@ -204,6 +208,11 @@ def _gate_step(gate, spec):
         automatic = spec.rollout.go_no_go == "automatic"
         criteria = {"mode": spec.rollout.go_no_go, "min_success_percent": spec.rollout.min_success_percent,
                     "soak_seconds": spec.rollout.soak_seconds}
+        if spec.rollout.health_check.get("playbook"):
+            criteria["health_check_playbook"] = spec.rollout.health_check["playbook"]
+        if spec.rollout.health_check.get("urls"):
+            criteria["health_check_urls"] = list(spec.rollout.health_check["urls"])
+            criteria["health_check_timeout_seconds"] = spec.rollout.health_check.get("timeout_seconds", 10)
     return PlannedStep(id=gate.id, kind="gate", title=gate.title, excludes=list(gate.excludes),
                        approvers=list(spec.approvals.approvers.get(gate.id, ())), automatic=automatic,
                        criteria=criteria)
@@ -231,7 +240,10 @@ def _stage_step(stage, spec, project_dir, resolve, step_id=None, title=None):
         outputs=dict(stage.outputs), checks=list(stage.checks), skip=skip)
 
 
-def _rollout_steps(stage, spec, project_dir, resolve, inventory, problems, notes):
+def _rollout_steps(rollout_step, spec, project_dir, resolve, inventory, problems, notes):
+    """Beta stage, [health-check stage], go/no-go, waves, triage, [backout review], [backout], verdict."""
+    waves_filter = collection.plugin("filter.waves")
+    stage = rollout_step.stage
     targets = resolve("hosts")
     if not targets:
         return []
@@ -239,7 +251,7 @@ def _rollout_steps(stage, spec, project_dir, resolve, inventory, problems, notes
     remaining = list(targets)
     beta = []
     if rollout.beta_hosts is not None:
-        beta = remaining[:rollout.beta_hosts]
+        beta = waves_filter.choose_beta(remaining, rollout.beta_hosts)
     elif rollout.beta:
         members = set(inventory.hosts(rollout.beta))
         beta = [host for host in remaining if host in members]
@@ -250,6 +262,9 @@ def _rollout_steps(stage, spec, project_dir, resolve, inventory, problems, notes
             else:
                 notes.append("No beta group: none of the targets is in the group \"beta\"; the rollout goes "
                              "straight to the waves.")
+    if beta and len(beta) == len(remaining):
+        notes.append("The beta group holds every target, so there is no beta stage: the rollout is one wave.")
+        beta = []
     remaining = [host for host in remaining if host not in beta]
 
     waves = []
@@ -267,26 +282,80 @@ def _rollout_steps(stage, spec, project_dir, resolve, inventory, problems, notes
         if remaining:
             notes.append("%d target host(s) in no listed wave form a last wave." % len(remaining))
             waves.append(remaining)
+    elif rollout.wave_sizes:
+        waves = waves_filter.split_waves(remaining, list(rollout.wave_sizes))
     elif rollout.wave_size:
         waves = [remaining[i:i + rollout.wave_size] for i in range(0, len(remaining), rollout.wave_size)]
     elif remaining:
         waves = [remaining]
 
+    budgets = rollout.failure_budget_percent
+    budgets = list(budgets) if isinstance(budgets, (list, tuple)) else [budgets]
     steps = []
     if beta:
         step = _stage_step(stage, spec, project_dir, resolve, "%s_beta" % stage.id, "%s (beta group)" % stage.title)
-        step.limit_hosts, step.rollout_role = beta, "beta"
+        step.limit_hosts, step.rollout_role, step.rollout_stage = beta, "beta", stage.id
         # Host failures in the beta group do not fail the stage: the go/no-go gate judges them.
         step.failure_budget_percent = 100
         steps.append(step)
-        steps.append(_gate_step(catalogue.GO_NO_GO, spec))
+        playbook = rollout.health_check.get("playbook")
+        gate = _gate_step(catalogue.GO_NO_GO, spec)
+        gate.rollout_stage = stage.id
+        if playbook:
+            check = _stage_step(stage, spec, project_dir, resolve, "%s_beta_check" % stage.id,
+                                "Health check of the beta group (go/no-go criterion)")
+            check.playbook, check.playbook_exists = playbook, os.path.isfile(playbook)
+            check.limit_hosts, check.rollout_role, check.rollout_stage = beta, "check", stage.id
+            check.failure_budget_percent = 100
+            check.soak_seconds = rollout.soak_seconds      # the check runs after the soak time
+            check.outputs, check.checks = {}, []
+            steps.append(check)
+        else:
+            gate.soak_seconds = rollout.soak_seconds
+        steps.append(gate)
+    single = not beta and len(waves) == 1
     for number, wave in enumerate(waves, start=1):
-        step = _stage_step(stage, spec, project_dir, resolve, "%s_wave_%d" % (stage.id, number),
-                           "%s (wave %d of %d)" % (stage.title, number, len(waves)))
-        step.limit_hosts, step.rollout_role = wave, "wave"
-        step.failure_budget_percent = rollout.failure_budget_percent
+        # One wave and no beta group: the stage keeps its catalogue id (a plain activate is stage "activate").
+        step_id = stage.id if single else "%s_wave_%d" % (stage.id, number)
+        title = stage.title if single else "%s (wave %d of %d)" % (stage.title, number, len(waves))
+        step = _stage_step(stage, spec, project_dir, resolve, step_id, title)
+        step.limit_hosts, step.rollout_role, step.rollout_stage, step.wave = wave, "wave", stage.id, number
+        step.failure_budget_percent = budgets[min(number - 1, len(budgets) - 1)]
         steps.append(step)
+    steps.append(PlannedStep(id="triage", kind="triage", title="Triage the distribution logs: success, "
+                             "redistribute, rollback, manual", rollout_role="triage", rollout_stage=stage.id))
+    if rollout_step.backout_playbook:
+        if catalogue.BACKOUT_REVIEW.id in spec.approvals.required:
+            review = _gate_step(catalogue.BACKOUT_REVIEW, spec)
+            review.rollout_stage = stage.id
+            steps.append(review)
+        backout = _stage_step(stage, spec, project_dir, resolve, "backout",
+                              "Backout: roll back the endpoints that changed and failed, redistribute to those "
+                              "where nothing changed")
+        backout.playbook = os.path.join(project_dir, "playbooks", rollout_step.backout_playbook)
+        backout.playbook_exists = os.path.isfile(backout.playbook)
+        backout.rollout_role, backout.rollout_stage = "backout", stage.id
+        backout.failure_budget_percent = 100
+        # Extra vars outrank play vars: the state to redistribute goes by its own name, so the backout's
+        # rollback play can set software_state itself.
+        state = backout.inputs.pop("software_state", None) or _STATE_OF_PLAYBOOK.get(stage.playbook, "active")
+        backout.inputs["backout_redistribute_state"] = state
+        backout.backout = {"state": rollout_step.backout_state,
+                           "redistribute_attempts": spec.backout.redistribute_attempts,
+                           "retry_delay_seconds": spec.backout.retry_delay_seconds,
+                           "on_halt": spec.backout.on_halt if rollout_step.backout_state else "keep"}
+        steps.append(backout)
+    steps.append(PlannedStep(id="verdict", kind="verdict", title="Verdict: complete, complete with named exceptions, "
+                             "or rolled back; problem records; distribution report", rollout_role="verdict",
+                             rollout_stage=stage.id,
+                             backout={"state": rollout_step.backout_state,
+                                      "on_halt": spec.backout.on_halt if rollout_step.backout_state else "keep"}))
     return steps
+
+
+# The esd.osp.software state each stage playbook brings the endpoints to (what a redistribution repeats).
+_STATE_OF_PLAYBOOK = {"deploy.yml": "active", "activate.yml": "active", "commit.yml": "committed",
+                      "rollback.yml": "rolled_back", "remove.yml": "absent"}
 
 
 def _check_refs(steps, problems):
@@ -316,6 +385,8 @@ def render_brief(plan):
                                                                  os.path.basename(step.playbook), hosts, built))
         elif step.kind == "gate":
             lines.append("  %2d. gate  %-18s %s" % (number, step.id, "automatic" if step.automatic else "manual"))
+        elif step.kind in ("triage", "verdict"):
+            lines.append("  %2d. %-6s %-17s %s" % (number, step.kind, step.id, step.title.split(":")[0]))
         else:
             lines.append("  %2d. notify %-17s %s" % (number, step.id, step.event))
     return "\n".join(lines)
@@ -345,9 +416,18 @@ def render_text(plan, project_dir=None):
                                                           "  pattern %s" % step.target_pattern))
             else:
                 lines.append("        hosts: the playbook's default")
-            if step.rollout_role:
-                lines.append("        rollout: %s, failure budget %d%%" % (step.rollout_role,
-                                                                         step.failure_budget_percent))
+            if step.rollout_role == "backout":
+                backout = step.backout
+                lines.append("        rollout: backout (%s; redistribute up to %d attempt(s), %ds apart; a halted "
+                             "rollout: %s)" % ("rollback: esd.osp.software state %s" % backout["state"]
+                                               if backout.get("state") else "no automatic rollback",
+                                               backout["redistribute_attempts"], backout["retry_delay_seconds"],
+                                               "roll back every changed endpoint" if backout["on_halt"] == "rollback"
+                                               else "keep the changed endpoints"))
+            elif step.rollout_role:
+                lines.append("        rollout: %s, failure budget %d%%%s" % (
+                    step.rollout_role, step.failure_budget_percent,
+                    ", after a soak of %ds" % step.soak_seconds if step.soak_seconds else ""))
             for key, value in step.inputs.items():
                 lines.append("        %s = %s" % (key, describe_input(value)))
         elif step.kind == "gate":
@@ -361,6 +441,8 @@ def render_text(plan, project_dir=None):
             lines.append("  %2d. gate  %-22s %s%s" % (number, step.id, how,
                                                       "; " + "; ".join(rules) if rules else ""))
             lines.append("        %s" % step.title)
+        elif step.kind in ("triage", "verdict"):
+            lines.append("  %2d. %-6s %-21s %s" % (number, step.kind, step.id, step.title))
         else:
             lines.append("  %2d. notify %-21s event %s" % (number, step.id, step.event))
             lines.append("        %s" % step.title)

@@ -136,7 +136,7 @@ def test_unknown_change_orders_and_gates_exit_2(esd, workspace):
     assert rc == 2 and err.startswith("esd: no change order CO-404 in the ledger ")
     esd("run", write_document(workspace, minimal_document("remove")), "--as", "erin", "--quiet")
     rc, _, err = esd("approve", "CO-remove", "--gate", "uat_signoff", "--as", "dave")
-    assert rc == 2 and err == ("esd: change order CO-remove has no gate uat_signoff (its gates: change_board)\n")
+    assert rc == 2 and err == ("esd: change order CO-remove has no gate uat_signoff (its gates: change_board, go_no_go)\n")
 
 
 def test_plan_of_an_invalid_change_order_lists_the_problems(esd, workspace):

@@ -129,7 +129,7 @@ def test_approver_lists_are_enforced(workspace, engine, stages):
         engine.decide(CO, "test_signoff", "erin", True)
 
 
-def test_a_failing_stage_stops_with_reason_and_hosts_and_is_retried_by_the_next_run(workspace, engine, stages):
+def test_a_wave_that_breaks_its_budget_halts_the_rollout_and_the_change_is_backed_out(workspace, engine, stages):
     path = release(workspace, **{"spec.approvals": {}, "spec.rollout": {"wave_size": 7}})
     engine.run(path, "bob")
     engine.decide(CO, "test_signoff", "carol", True)
@@ -137,18 +137,22 @@ def test_a_failing_stage_stops_with_reason_and_hosts_and_is_retried_by_the_next_
     engine.decide(CO, "change_board", "dave", True)
     stages.script["install_wave_2"] = lambda call: {"failed": ["prod-012", "prod-013"]}
     outcome = engine.run(CO, "erin")
-    assert (outcome.status, outcome.step, outcome.exit_code) == ("failed", "install_wave_2", 1)
-    assert outcome.hosts == ["prod-012", "prod-013"]
-    assert outcome.message == ("change order CO-software-release failed at stage install_wave_2: 2 of 7 host(s) "
-                               "failed: prod-012, prod-013: [health_check] health check exited 3")
+    assert (outcome.status, outcome.exit_code) == ("rolled_back", 1)
+    assert outcome.message.startswith(
+        "change order CO-software-release rolled back: the rollout halted (2 of 7 host(s) failed: prod-012, prod-013: "
+        "[health_check] health check exited 3) and the change was backed out (17 endpoint(s) rolled back)")
     state = engine.ledger.get(CO).read_state()
     assert state["steps"]["install_wave_2"]["failures"]["prod-012"]["phase"] == "health_check"
-    assert state["steps"]["install_wave_3"]["status"] == "pending"
-    del stages.script["install_wave_2"]
-    assert engine.run(CO, "erin").status == "succeeded"
-    assert stage_starts(engine, CO).count("install_wave_2") == 2
-    assert stage_starts(engine, CO).count("install_wave_1") == 1
-    assert engine.ledger.get(CO).read_state()["steps"]["install_wave_2"]["attempts"] == 2
+    # No further wave starts: wave 3 never ran; the backout rolled back every endpoint the rollout changed.
+    assert state["steps"]["install_wave_3"]["status"] == "halted"
+    assert stage_starts(engine, CO) == ["build", "test", "install_beta", "install_wave_1", "install_wave_2", "backout"]
+    backout = [c for c in stages.calls if c["stage"] == "backout"][0]
+    assert backout["extravars"]["backout_rollback_hosts"] == ["prod-%03d" % n for n in range(1, 18)]
+    assert backout["extravars"]["backout_redistribute_hosts"] == []
+    assert state["rollout"]["verdict"]["result"] == "rolled_back"
+    # A rolled-back change order is final: running it again does nothing.
+    calls = len(stages.calls)
+    assert engine.run(CO, "erin").status == "rolled_back" and len(stages.calls) == calls
 
 
 def test_beta_failures_lead_to_an_automatic_no_go(workspace, engine, stages):
@@ -159,9 +163,15 @@ def test_beta_failures_lead_to_an_automatic_no_go(workspace, engine, stages):
     engine.decide(CO, "change_board", "dave", True)
     stages.script["install_beta"] = lambda call: {"failed": ["prod-002"]}
     outcome = engine.run(CO, "erin")
-    assert (outcome.status, outcome.step, outcome.exit_code) == ("denied", "go_no_go", 5)
-    assert outcome.message == "go/no-go decided no-go: automatic: 2 of 3 beta host(s) succeeded (67% < 100%)"
+    assert (outcome.status, outcome.exit_code) == ("rolled_back", 1)
+    state = engine.ledger.get(CO).read_state()
+    assert state["steps"]["go_no_go"]["comment"] == "automatic: 2 of 3 beta host(s) succeeded (67% < 100%)"
+    assert state["rollout"]["halted"]["reason"] == ("no-go decided by esd: automatic: 2 of 3 beta host(s) succeeded "
+                                                    "(67% < 100%)")
     assert "install_wave_1" not in stage_starts(engine, CO)
+    # The beta group is backed out: the failed host and the two that succeeded.
+    backout = [c for c in stages.calls if c["stage"] == "backout"][0]
+    assert backout["extravars"]["backout_rollback_hosts"] == ["prod-001", "prod-002", "prod-003"]
 
 
 def test_a_tolerant_go_no_go_lets_the_waves_run(workspace, engine, stages):
@@ -306,8 +316,8 @@ def test_production_stages_wait_for_the_maintenance_window(workspace, ledger, st
     engine.decide("CO-remove", "change_board", "dave", True)
     outcome = engine.run("CO-remove", "erin")
     assert (outcome.status, outcome.exit_code) == ("waiting", 3)
-    assert outcome.message == "maintenance window opens at 2026-03-01T22:00:00+00:00 (before stage remove)"
-    assert stages.count("remove") == 0
+    assert outcome.message == "maintenance window opens at 2026-03-01T22:00:00+00:00 (before stage remove_beta)"
+    assert stages.count("remove_beta") == 0
     moment[0] = datetime.datetime(2026, 3, 1, 23, 0, tzinfo=datetime.timezone.utc)
     assert engine.run("CO-remove", "erin").status == "succeeded"
 
@@ -321,8 +331,8 @@ def test_a_closed_window_fails_the_change_order(workspace, ledger, stages):
     engine.decide("CO-remove", "change_board", "dave", True)
     outcome = engine.run("CO-remove", "erin")
     assert outcome.status == "failed"
-    assert outcome.message == ("maintenance window closed at 2026-03-02T04:00:00+00:00 before stage remove could "
-                               "run")
+    assert outcome.message == ("maintenance window closed at 2026-03-02T04:00:00+00:00 before stage remove_beta "
+                               "could run")
 
 
 def test_install_needs_a_rehearsed_backout_before_production_approval(workspace, engine, stages):

@@ -45,10 +45,11 @@ def test_the_webhook_gets_the_events_asked_for(workspace, tmp_path, monkeypatch,
     engine.decide("CO-remove", "change_board", "dave", True)
     assert engine.run("CO-remove", "erin").status == "succeeded"
     assert [(m["event"], m["change_order"]) for m in received] == [("gate_pending", "CO-remove"),
+                                                                    ("deployment_scheduled", "CO-remove"),
                                                                     ("completed", "CO-remove")]
     assert "esd approve CO-remove --gate change_board" in received[0]["body"]
     audit = [r for r in engine.ledger.get("CO-remove").read_audit() if r["event"] == "notified"]
-    assert [r["data"]["deliveries"] for r in audit] == [[{"channel": "webhook", "ok": True, "detail": "HTTP 204"}]] * 2
+    assert [r["data"]["deliveries"] for r in audit] == [[{"channel": "webhook", "ok": True, "detail": "HTTP 204"}]] * 3
 
 
 def test_an_unreachable_webhook_is_recorded_and_does_not_stop_the_change_order(workspace, tmp_path, monkeypatch):

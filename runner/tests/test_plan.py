@@ -43,7 +43,8 @@ def test_software_release_plan_orders_stages_and_gates(workspace):
     assert [(step.kind, step.id) for step in plan.steps] == [
         ("stage", "build"), ("stage", "test"), ("gate", "test_signoff"), ("gate", "change_board"),
         ("notify", "announce"), ("stage", "install_beta"), ("gate", "go_no_go"), ("stage", "install_wave_1"),
-        ("gate", "client_acceptance"), ("stage", "commit")]
+        ("triage", "triage"), ("stage", "backout"), ("verdict", "verdict"), ("gate", "client_acceptance"),
+        ("stage", "commit")]
     assert plan.sites == ["build", "test", "production"]
     assert plan.targets["build"] == ["build-01"]
     assert plan.targets["test"] == ["test-01", "test-02"]
@@ -67,7 +68,8 @@ def test_optional_gates_appear_only_when_required(workspace):
 
 def test_beta_hosts_and_wave_size(workspace):
     plan = plan_for(workspace, "install", **{"spec.rollout": {"beta_hosts": 2, "wave_size": 10}})
-    assert plan.step("install_beta").limit_hosts == ["prod-001", "prod-002"]
+    # A counted beta group is spread evenly over the targets (deterministic, every site/rack sampled).
+    assert plan.step("install_beta").limit_hosts == ["prod-001", "prod-013"]
     assert [len(plan.step(s).limit_hosts) for s in ("install_wave_1", "install_wave_2", "install_wave_3")] == [
         10, 10, 2]
 
@@ -87,7 +89,9 @@ def test_manual_go_no_go(workspace):
 
 def test_no_beta_group_goes_straight_to_the_waves(workspace):
     plan = plan_for(workspace, "install", **{"spec.rollout": {"beta": False}})
-    assert [s.id for s in plan.steps if s.kind != "notify"] == ["change_board", "install_wave_1"]
+    # One wave and no beta group: the stage keeps its catalogue id.
+    assert [s.id for s in plan.steps if s.kind != "notify"] == ["change_board", "install", "triage", "backout",
+                                                                 "verdict"]
 
 
 def test_limit_narrows_production_targets(workspace):
