@@ -337,7 +337,7 @@ def check_members(members, manifest):
         if member.islnk():
             raise ArtifactError("member %s is a hard link (to %s); hard links are not allowed" % (path, member.linkname))
         if member.issym():
-            check_link_target(path, member.linkname, path.split("/")[0])
+            check_link_target(path, member.linkname, path.split("/", maxsplit=1)[0])
         elif not (member.isfile() or member.isdir()):
             raise ArtifactError("member %s has an unsupported type" % path)
         if path != MANIFEST_NAME and not (path.startswith("payload/") or path.startswith("hooks/")) and path not in ("payload", "hooks"):

@@ -22,7 +22,7 @@ description:
   - An existing identical artifact is left alone; an existing different artifact for the same name and
     version is refused unless O(force=true).
 author:
-  - esd.osp developers
+  - esd.osp developers (@esd-osp)
 options:
   src:
     description: Source directory holding C(package.yml), the payload directory and the hook scripts.
@@ -46,11 +46,15 @@ options:
     default: false
 requirements:
   - PyYAML on the build host
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 notes:
   - The archive format is described in the collection README (Artifacts).
 seealso:

@@ -17,7 +17,7 @@ description:
     passes for a clean one.
   - Changes nothing; the result is meant to be embedded in the package manifest as evidence (see M(esd.osp.package)).
 author:
-  - esd.osp developers
+  - esd.osp developers (@esd-osp)
 options:
   path:
     description: File, archive or directory to scan.
@@ -38,11 +38,15 @@ options:
     default: 3600
 requirements:
   - ClamAV (Debian package C(clamav)) on the host that scans
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 seealso:
   - module: esd.osp.package
 """

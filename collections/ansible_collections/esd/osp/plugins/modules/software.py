@@ -23,7 +23,7 @@ description:
   - A state file C(<root>/var/lib/esd/software/<name>.json) records the installed versions, the active one, its
     backups, the committed one and a history of transitions with timestamps.
 author:
-  - esd.osp developers
+  - esd.osp developers (@esd-osp)
 options:
   name:
     description: Package name.
@@ -79,11 +79,15 @@ options:
     description: Seconds to wait for a URL to answer.
     type: int
     default: 60
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
   diff_mode:
     support: full
+  platform:
+    platforms: posix
 notes:
   - Hooks run with the environment variables E(ESD_PACKAGE), E(ESD_VERSION), E(ESD_PHASE), E(ESD_ROOT),
     E(ESD_INSTALL_DIR), E(ESD_RELEASE_DIR) and E(ESD_PREVIOUS_VERSION), in the release directory.
@@ -180,8 +184,6 @@ stderr:
   type: str
   sample: "connection refused"
 """
-
-import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.urls import open_url

@@ -15,7 +15,7 @@ description:
     its backups, the committed one and the last transition. Changes nothing.
   - This is the software inventory audited before and after a change.
 author:
-  - esd.osp developers
+  - esd.osp developers (@esd-osp)
 options:
   name:
     description: Only report these packages.
@@ -30,11 +30,15 @@ options:
     description: Include the full transition history of each package.
     type: bool
     default: false
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 seealso:
   - module: esd.osp.software
 """

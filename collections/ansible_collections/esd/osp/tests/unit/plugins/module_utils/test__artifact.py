@@ -79,7 +79,7 @@ def test_rebuild_identical_is_unchanged_and_different_is_refused(tmp_path):
     assert _artifact.sha256_file(again["path"]) == again["sha256"]  # the original is untouched
     forced = _artifact.build_package(src, dest, yaml.safe_load, "bob", force=True)
     assert forced["changed"] is True and forced["previous_sha256"] == again["sha256"]
-    assert [f for f in os.listdir(dest)] == ["demo-1.0.0.esdpkg"]  # no temporary files left
+    assert os.listdir(dest) == ["demo-1.0.0.esdpkg"]  # no temporary files left
 
 
 def test_check_mode_predicts_without_writing(tmp_path):
