@@ -72,6 +72,47 @@ def _parser():
     sub.add_argument("change_order", metavar="ID")
     sub.add_argument("--verify", action="store_true", help="verify the hash chain; exit 1 when it is broken")
     add("catalogue", "the request types and their stages and gates")
+    sub = add("report", "a report of a change order: status, test (with JUnit XML), evaluation, release notes")
+    sub.add_argument("change_order", metavar="ID")
+    sub.add_argument("--kind", default="status", choices=("status", "test", "evaluation", "release-notes"),
+                     help="which report (default: status)")
+    sub.add_argument("--format", dest="fmt", choices=("text", "md", "html", "json", "junit"),
+                     help="text (default), md, html, json, or junit (test report only); --json is --format json")
+    sub.add_argument("--output", "-o", metavar="FILE", help="write the report to FILE instead of stdout")
+    sub.add_argument("--write", action="store_true",
+                     help="write every applicable report into the change order's ledger directory (report/)")
+    sub = add("metrics", "measurements across all change orders (on time, built in time, rework, sent back, "
+                         "rollbacks, lead time)")
+    sub.add_argument("--since", metavar="DATE", help="only change orders received on or after DATE (YYYY-MM-DD)")
+    sub.add_argument("--until", metavar="DATE", help="only change orders received on or before DATE (YYYY-MM-DD)")
+    sub.add_argument("--type", dest="types", action="append", default=[], metavar="TYPE",
+                     help="only this request type (repeatable)")
+    sub.add_argument("--category", dest="categories", action="append", default=[], choices=("ESD", "OSP"),
+                     help="only this category (repeatable)")
+    sub.add_argument("--format", dest="fmt", choices=("text", "json", "csv", "md", "html"),
+                     help="text (default), json, csv, md or html; --json is --format json")
+    sub.add_argument("--per-change-order", action="store_true", help="CSV: one row per change order")
+    sub.add_argument("--at", metavar="TIMESTAMP", help="measure as if it were this moment (default: now)")
+    sub.add_argument("--output", "-o", metavar="FILE", help="write to FILE instead of stdout")
+    sub = add("inventory", "which hosts run which package versions and images, and drift from the intended state")
+    sub.add_argument("--live", action="store_true", help="read the hosts now (playbooks/audit.yml) instead of the "
+                                                         "ledger's newest snapshots")
+    sub.add_argument("--inventory", "-i", metavar="INVENTORY", help="with --live: the inventory (default: the demo "
+                                                                   "inventory)")
+    sub.add_argument("--hosts", default="all", metavar="PATTERN", help="with --live: the host pattern (default: all)")
+    sub.add_argument("--package", metavar="NAME", help="only this package")
+    sub.add_argument("--format", dest="fmt", choices=("text", "json", "csv"), help="text (default), json or csv")
+    sub.add_argument("--drift", action="store_true", help="exit 1 when a host drifted (for monitoring)")
+    sub = add("close", "close a finished change order with the lessons learned (writes the evaluation report)",
+              (common, acting))
+    sub.add_argument("change_order", metavar="ID")
+    sub.add_argument("--comment", required=True, help="the closing comment: lessons learned")
+    sub.add_argument("--satisfaction", type=int, choices=range(1, 6), metavar="1-5",
+                     help="the requester's satisfaction, 1 (poor) to 5 (excellent)")
+    sub.add_argument("--known-error", dest="known_errors", action="append", default=[], metavar="TEXT",
+                     help="a known error for the release notes (repeatable; pair each with --workaround)")
+    sub.add_argument("--workaround", dest="workarounds", action="append", default=[], metavar="TEXT",
+                     help="the workaround of the --known-error at the same position")
     sub = add("demo", "run the embedded demo: a software_release on the demo fleet, end to end", (common,))
     sub.add_argument("--quiet", action="store_true", help="no stage progress, only the story")
     sub.add_argument("--keep-fleet", action="store_true", help="do not reset the demo fleet's host roots first")
@@ -245,6 +286,78 @@ def cmd_catalogue(args):
     return ExitCode.SUCCESS
 
 
+def _write_output(args, text):
+    if args.output:
+        from esd.ledger import atomic_write
+
+        atomic_write(os.path.abspath(args.output), text)
+        print(os.path.abspath(args.output))
+    else:
+        sys.stdout.write(text)
+
+
+def cmd_report(args):
+    from esd import reports
+
+    entry = Ledger(args.ledger).get(args.change_order)
+    state = entry.read_state()
+    if args.write:
+        directory = reports.write_reports(state, entry)
+        names = sorted(os.listdir(directory))
+        _emit(args, {"change_order": args.change_order, "directory": directory, "files": names},
+              "\n".join(os.path.join(directory, name) for name in names))
+        return ExitCode.SUCCESS
+    fmt = "json" if args.json else (args.fmt or "text")
+    data = reports.build(args.kind, state, entry)
+    _write_output(args, reports.render(args.kind, data, fmt))
+    return ExitCode.SUCCESS
+
+
+def cmd_metrics(args):
+    from esd import metrics
+
+    fmt = "json" if args.json else (args.fmt or "text")
+    now = metrics.parse_bound(args.at) if args.at else None
+    data = metrics.compute(Ledger(args.ledger), since=args.since, until=args.until, types=args.types,
+                           categories=args.categories, now=now)
+    if args.per_change_order and fmt == "csv":
+        text = metrics.render_rows_csv(data)
+    else:
+        text = metrics.RENDERERS[fmt](data)
+    _write_output(args, text)
+    return ExitCode.SUCCESS
+
+
+def cmd_inventory(args):
+    from esd import inventory, project
+
+    ledger = Ledger(args.ledger)
+    live = None
+    if args.live:
+        source = args.inventory or os.path.join(project.project_dir(), "inventories", "demo")
+        live = inventory.observed_live(os.path.abspath(source), args.hosts)
+    data = inventory.fleet_inventory(ledger, live=live, package=args.package)
+    fmt = "json" if args.json else (args.fmt or "text")
+    sys.stdout.write(inventory.RENDERERS[fmt](data))
+    return ExitCode.FAILED if args.drift and data["drift"] else ExitCode.SUCCESS
+
+
+def cmd_close(args):
+    from esd.errors import UsageError
+    from esd.reports import closure
+
+    if len(args.workarounds) > len(args.known_errors):
+        raise UsageError("each --workaround needs a --known-error before it")
+    known = [(error, args.workarounds[index] if index < len(args.workarounds) else None)
+             for index, error in enumerate(args.known_errors)]
+    actor = identity.current(args.actor)
+    state = closure.close(Ledger(args.ledger), args.change_order, actor, args.comment, args.satisfaction, known)
+    _emit(args, {"change_order": args.change_order, "status": state["status"], "closure": state["closure"]},
+          "change order %s closed by %s; evaluation report: esd report %s --kind evaluation" % (
+              args.change_order, actor, args.change_order))
+    return ExitCode.SUCCESS
+
+
 def cmd_demo(args):
     from esd import demo
 
@@ -254,7 +367,8 @@ def cmd_demo(args):
 
 COMMANDS = {"validate": cmd_validate, "plan": cmd_plan, "run": cmd_run, "resume": cmd_run, "approve": cmd_decide,
             "deny": cmd_decide, "cancel": cmd_cancel, "status": cmd_status, "list": cmd_list, "log": cmd_log,
-            "catalogue": cmd_catalogue, "demo": cmd_demo}
+            "catalogue": cmd_catalogue, "demo": cmd_demo, "report": cmd_report, "metrics": cmd_metrics,
+            "inventory": cmd_inventory, "close": cmd_close}
 
 
 def main(argv=None):

@@ -22,7 +22,8 @@ import signal
 import threading
 import time
 
-from esd import catalogue, changeorder, gates, identity, ledger as ledger_mod, notify, project, report
+from esd import (audit, catalogue, changeorder, gates, identity, ledger as ledger_mod, metrics, notify, project,
+                 report, reports)
 from esd.errors import (ChangeOrderStopped, EsdError, ExitCode, GateError, LockedError, UsageError,
                         ValidationError)
 from esd.ledger import timestamp
@@ -242,9 +243,12 @@ class Engine:
     def run(self, reference, actor=None):
         """Run or resume a change order until it finishes, fails or waits; return the Outcome."""
         actor = actor or identity.current()
-        entry, co = self.load(reference)
+        # A new change order refused as invalid was sent back for missing information (esd metrics).
+        with metrics.rejections_recorded(self.ledger, reference, actor):
+            entry, co = self.load(reference)
         with entry.locked(actor, ledger_mod.command_line()):
-            state = self._open_for_run(entry, co, actor)
+            with metrics.rejections_recorded(self.ledger, reference, actor):
+                state = self._open_for_run(entry, co, actor)
             with self._signals():
                 return self._run_locked(entry, co, state, actor)
 
@@ -373,12 +377,21 @@ class Engine:
         envvars.update(ESD_CHANGE_ORDER=co.id, ESD_STAGE=step_id, ESD_STAGE_DIR=private_data_dir,
                        ESD_LEDGER_DIR=entry.path)
         envvars.update(rollout.stage_envvars(planned))
+        # Audit before/after: the targets' software inventory around every production stage (esd.audit).
+        snapshot = dict(run=run_stage, inventory=state["plan"]["inventory"], envvars=envvars,
+                        project_dir=self.project_dir, console=self.console,
+                        limit=rollout.stage_limit(state, planned, record))
+        audit.take_snapshot(entry, state, planned, "before", attempt, **snapshot)
         result = run_stage(
             stage_id=step_id, playbook=planned["playbook"], inventory=state["plan"]["inventory"],
             private_data_dir=private_data_dir, extravars=extravars, envvars=envvars, hosts=planned.get("hosts"),
             limit_hosts=rollout.stage_limit(state, planned, record), cancel_requested=lambda: self._should_stop(entry),
             on_progress=self.console.progress, on_pid=remember_pid)
-        return self._settle_stage(entry, co, state, planned, record, result, actor)
+        if result.status not in ("canceled", "timeout", "not_built"):
+            audit.take_snapshot(entry, state, planned, "after", attempt, **snapshot)
+        outcome = self._settle_stage(entry, co, state, planned, record, result, actor)
+        reports.stage_settled(entry, state, planned, self.console)
+        return outcome
 
     def _should_stop(self, entry):
         return self._interrupted.is_set() or os.path.exists(entry.cancel_path)

@@ -1,0 +1,216 @@
+"""A simulated fleet for the report and metrics unit tests: it stands in for ``esd.stage.run_stage``.
+
+Unlike ``esd_fixtures.FakeStages`` it keeps a state per host (the packages esd.osp.software would have
+installed) and writes ansible-runner-shaped job events into each attempt's private data dir, so the
+test report reads checks and the audit reads software inventories exactly as from real runs. Time comes
+from a :class:`Clock` patched into ``esd.ledger.now``, so lead times and due dates are exact.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import uuid
+
+import yaml
+
+from esd import ledger as ledger_mod
+from esd.stage import HostOutcome, StageResult
+
+UTC = datetime.timezone.utc
+
+
+class Clock:
+    """A settable clock: ``esd.ledger.now`` and the engine's clock in the tests."""
+
+    def __init__(self, start):
+        self.moment = start
+
+    def __call__(self):
+        return self.moment
+
+    def set(self, moment):
+        self.moment = moment
+
+    def advance(self, **delta):
+        self.moment += datetime.timedelta(**delta)
+
+
+def at(text):
+    return datetime.datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+TEST_TASKS = ("Test package | install | Install and activate (the package's health check runs here)",
+              "Test package | verify | Check the version is active",
+              "Test package | backout | Rehearse the backout plan (roll back, or uninstall a first install)",
+              "Test package | verify | Check the backout left the host as it was")
+BUILD_TASKS = ("Build package | scan | Scan the sources with ClamAV", "Build package | build | Build the artifact",
+               "Build package | unit test | Install and activate (runs the health check)",
+               "Build package | unit test | Uninstall", "Build package | after build | Run the site's post-build tasks")
+
+
+class SimulatedFleet:
+    """``run_stage`` on simulated hosts. ``failures[stage id]`` is a list (one entry per call of that stage in a
+    change order) of {host: "failed" | "reverted" | "unreachable"}; hosts not named succeed."""
+
+    def __init__(self):
+        self.hosts = {}                 # host -> {package: {active, committed, backups, installed, last_change}}
+        self.failures = {}
+        self.calls = []
+
+    # --- host state ----------------------------------------------------------------------------------
+
+    def install(self, hosts, name, version, committed=True):
+        for host in hosts:
+            self.hosts.setdefault(host, {})[name] = {"active": version, "committed": version if committed else None,
+                                                      "backups": [], "installed": [version],
+                                                      "last_change": {"action": "commit", "version": version,
+                                                                      "result": "ok", "time": "2026-01-01T00:00:00Z"}}
+
+    def package(self, host, name):
+        return (self.hosts.get(host) or {}).get(name)
+
+    def _apply(self, host, playbook, extravars):
+        name, version = extravars.get("software_name"), extravars.get("software_version")
+        packages = self.hosts.setdefault(host, {})
+        current = packages.get(name)
+        now = ledger_mod.timestamp()
+        if playbook in ("deploy.yml", "activate.yml"):
+            if current is None:
+                packages[name] = {"active": version, "committed": None, "backups": [], "installed": [version],
+                                  "last_change": {"action": "activate", "version": version, "result": "ok",
+                                                  "time": now}}
+            elif current["active"] != version:
+                current["backups"] = [current["active"]] if current["active"] else []
+                current["active"] = version
+                current["installed"] = sorted(set(current["installed"]) | {version})
+                current["last_change"] = {"action": "activate", "version": version, "result": "ok", "time": now}
+            if extravars.get("software_state") == "committed":
+                self._commit(packages[name], now)
+        elif playbook == "commit.yml" and current:
+            self._commit(current, now)
+        elif playbook in ("rollback.yml", "backout.yml") and current and current["backups"]:
+            previous = current["backups"][0]
+            current["installed"] = [v for v in current["installed"] if v != current["active"]]
+            current["active"], current["backups"] = previous, []
+            current["last_change"] = {"action": "rollback", "version": previous, "result": "ok", "time": now}
+
+    @staticmethod
+    def _commit(package, now):
+        package["committed"] = package["active"]
+        package["installed"] = [package["active"]]
+        package["backups"] = []
+        package["last_change"] = {"action": "commit", "version": package["active"], "result": "ok", "time": now}
+
+    def _revert(self, host, extravars):
+        current = self.package(host, extravars.get("software_name"))
+        if current:
+            current["last_change"] = {"action": "activate", "version": extravars.get("software_version"),
+                                      "result": "reverted", "time": ledger_mod.timestamp()}
+
+    def describe(self, host):
+        return [{"name": name, "status": "committed" if p["active"] and p["active"] == p["committed"] else
+                 ("uncommitted" if p["active"] else "absent"), **json.loads(json.dumps(p)),
+                 "digests": {v: "f" * 64 for v in p["installed"]}}
+                for name, p in sorted((self.hosts.get(host) or {}).items())]
+
+    # --- run_stage ---------------------------------------------------------------------------------------
+
+    def __call__(self, *, stage_id, playbook, inventory, private_data_dir, extravars, envvars, hosts=None,
+                 limit_hosts=None, cancel_requested=None, on_progress=None, on_pid=None):
+        started = ledger_mod.now().timestamp()
+        name = os.path.basename(playbook)
+        targets = list(limit_hosts if limit_hosts is not None else (hosts or ["localhost"]))
+        change_order = extravars.get("esd_change_order")
+        self.calls.append({"stage": stage_id, "playbook": name, "hosts": targets, "extravars": dict(extravars),
+                           "change_order": change_order})
+        calls = sum(1 for call in self.calls if call["stage"] == stage_id and call["change_order"] == change_order)
+        script = self.failures.get(stage_id) or []
+        failing = script[calls - 1] if calls - 1 < len(script) else {}
+        events = _Events(private_data_dir)
+        outcomes = {}
+        outputs = {}
+        if name == "audit.yml":
+            events.task("Audit | software | Read the installed packages", "esd.osp.software_info")
+            for host in targets:
+                events.result(host, "runner_on_ok", {"changed": False, "packages": self.describe(host)})
+                outcomes[host] = HostOutcome(host, "ok")
+        else:
+            tasks = TEST_TASKS if name == "test_package.yml" else BUILD_TASKS if name.startswith("build_") else (
+                "Software | apply | Bring %s to its state" % extravars.get("software_name"),)
+            failed_at = {}
+            for number, task in enumerate(tasks):
+                events.task(task, "esd.osp.software")
+                for host in targets:
+                    if host in failed_at:
+                        continue
+                    how = failing.get(host)
+                    # Test hosts fail at the backout rehearsal; others at their first task.
+                    fail_here = how and (number == (2 if name == "test_package.yml" else 0))
+                    if fail_here:
+                        kind = "runner_on_unreachable" if how == "unreachable" else "runner_on_failed"
+                        message = ("Failed to activate: health check exited 3; reverted to the previous version"
+                                   if how == "reverted" else "%s failed on %s" % (task, host))
+                        events.result(host, kind, {"failed": True, "msg": message,
+                                                   "phase": "health_check" if how == "reverted" else "apply"})
+                        failed_at[host] = (task, message, how)
+                    elif "post-build" in task:
+                        events.result(host, "runner_on_skipped", {"skip_reason": "Conditional result was False"})
+                    else:
+                        events.result(host, "runner_on_ok", {"changed": True})
+            for host in targets:
+                if host in failed_at:
+                    task, message, how = failed_at[host]
+                    if how == "reverted":
+                        self._revert(host, extravars)
+                    outcomes[host] = HostOutcome(host, "unreachable" if how == "unreachable" else "failed", False,
+                                                 task, message, "health_check" if how == "reverted" else "apply")
+                else:
+                    self._apply(host, name, extravars)
+                    outcomes[host] = HostOutcome(host, "ok", True)
+            if name == "build_package.yml":
+                with open(os.path.join(extravars["build_package_src"], "package.yml"), encoding="utf-8") as handle:
+                    spec = yaml.safe_load(handle)
+                outputs["esd_artifact"] = {"name": spec["name"], "version": spec["version"], "sha256": "d" * 64,
+                                           "size": 1609, "path": "/nonexistent/hello-agent-1.1.0.esdpkg",
+                                           "builder": extravars.get("build_package_builder"), "unit_test": "passed",
+                                           "scan_engine": "ClamAV 1.4.6"}
+            elif name == "build_image.yml":
+                outputs["esd_image"] = {"family": extravars.get("image_family"),
+                                        "version": extravars.get("image_version"), "sha256": "e" * 64,
+                                        "path": "/nonexistent/image.rootfs.tar.gz",
+                                        "builder": extravars.get("image_builder")}
+            elif name == "test_package.yml" and not failed_at:
+                outputs["esd_test"] = {"passed": True, "backout_rehearsed": True}
+        failed = any(o.status != "ok" for o in outcomes.values())
+        return StageResult("failed" if failed else "successful", 2 if failed else 0, outcomes, outputs, started,
+                           started + 1.0, 0.9, private_data_dir, None, 4242)
+
+
+class _Events:
+    """Writes job_events/<counter>-<uuid>.json the way ansible-runner does."""
+
+    def __init__(self, private_data_dir):
+        ident = os.path.basename(private_data_dir.rstrip(os.sep))
+        self.directory = os.path.join(private_data_dir, "artifacts", ident, "job_events")
+        os.makedirs(self.directory, exist_ok=True)
+        self.counter = 0
+        self.task_uuid = None
+        self.task_name = None
+        self.action = None
+
+    def _write(self, event, data):
+        self.counter += 1
+        ident = str(uuid.uuid4())
+        with open(os.path.join(self.directory, "%d-%s.json" % (self.counter, ident)), "w", encoding="utf-8") as handle:
+            json.dump({"counter": self.counter, "uuid": ident, "event": event, "event_data": data}, handle)
+
+    def task(self, name, action):
+        self.task_uuid, self.task_name, self.action = str(uuid.uuid4()), name, action
+        self._write("playbook_on_task_start", {"task": name, "task_uuid": self.task_uuid, "task_action": action,
+                                               "resolved_action": action})
+
+    def result(self, host, event, res):
+        self._write(event, {"host": host, "task": self.task_name, "task_uuid": self.task_uuid, "res": res,
+                            "resolved_action": self.action, "duration": 0.25})
