@@ -221,3 +221,53 @@ def test_describe_status(env):
     info = _transaction.describe(_transaction.load_state(env["root"], "demo"))
     assert info["status"] == "uncommitted" and info["active"] == "1.1.0" and info["backups"] == ["1.0.0"]
     assert info["digests"]["1.1.0"] == env["arts"]["1.1.0"]["sha256"]
+
+
+@pytest.fixture
+def http_server(env):
+    """A loopback HTTP server serving the artifacts directory (a stand-in depot, really serving bytes)."""
+    import functools
+    import http.server
+    import threading
+    directory = os.path.dirname(env["arts"]["1.0.0"]["path"])
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=directory)
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield "http://127.0.0.1:%d" % server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def test_install_from_http_with_pin(env, http_server):
+    from ansible.module_utils.urls import open_url
+    art = env["arts"]["1.0.0"]
+    url = "%s/%s" % (http_server, os.path.basename(art["path"]))
+    downloads = os.path.join(env["root"], "dl")
+    result = SoftwareManager("demo", "active", version="1.0.0", src=url, sha256=art["sha256"], root=env["root"],
+                             fetch=lambda s, h: _transaction.fetch_artifact(s, h, downloads, open_url=open_url)).run()
+    assert result["active"] == "1.0.0" and current(env) == "releases/1.0.0"
+    assert os.listdir(downloads) == [art["sha256"] + ".esdpkg"]  # kept by digest: a retry needs no download
+
+
+def test_http_checksum_mismatch_leaves_no_download(env, http_server):
+    from ansible.module_utils.urls import open_url
+    art = env["arts"]["1.0.0"]
+    url = "%s/%s" % (http_server, os.path.basename(art["path"]))
+    downloads = os.path.join(env["root"], "dl")
+    with pytest.raises(SoftwareError) as info:
+        _transaction.fetch_artifact(url, "ab" * 32, downloads, open_url=open_url)
+    assert info.value.phase == "verify"
+    assert info.value.msg == "Checksum mismatch for %s: expected sha256 %s, got %s" % (url, "ab" * 32, art["sha256"])
+    assert os.listdir(downloads) == []
+
+
+def test_http_not_found_and_unreachable_are_fetch_failures(env, http_server, tmp_path):
+    from ansible.module_utils.urls import open_url
+    with pytest.raises(SoftwareError) as info:
+        _transaction.fetch_artifact(http_server + "/missing.esdpkg", "ab" * 32, str(tmp_path / "dl"), open_url=open_url)
+    assert info.value.phase == "fetch" and "HTTP Error 404" in info.value.msg
+    with pytest.raises(SoftwareError) as info:
+        _transaction.fetch_artifact("http://127.0.0.1:9/x.esdpkg", "ab" * 32, str(tmp_path / "dl"), open_url=open_url, timeout=5)
+    assert info.value.phase == "fetch" and info.value.msg.startswith("Failed to fetch http://127.0.0.1:9/x.esdpkg:")
