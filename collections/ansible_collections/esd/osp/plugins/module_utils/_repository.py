@@ -44,7 +44,7 @@ import tempfile
 import time
 from xml.etree import ElementTree
 
-from ansible_collections.esd.osp.plugins.module_utils import _artifact
+from ansible_collections.esd.osp.plugins.module_utils import _artifact, _fileio
 from ansible_collections.esd.osp.plugins.module_utils import _signing
 
 REPOSITORY_FORMAT = "esd.osp/repository/v1"
@@ -91,23 +91,7 @@ def canonical_json(data):
     return _artifact.canonical_json(data)
 
 
-def write_atomic(path, data, mode=0o644):
-    """Write bytes to `path` via a temporary file in the same directory, fsync, rename."""
-    directory = os.path.dirname(path)
-    if not os.path.isdir(directory):
-        os.makedirs(directory, 0o755)
-    fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), suffix=".tmp", dir=directory)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.rename(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+write_atomic = _fileio.write_atomic  # kept under this name: _depot imports it from here
 
 
 def read_json(path, what):

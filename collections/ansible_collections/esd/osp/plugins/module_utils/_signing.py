@@ -34,8 +34,9 @@ import binascii
 import hashlib
 import json
 import os
-import tempfile
 import time
+
+from ansible_collections.esd.osp.plugins.module_utils import _fileio
 
 try:
     from cryptography.exceptions import InvalidSignature
@@ -308,22 +309,6 @@ class Signer(object):
         return self._private_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
 
 
-def _write_atomic(path, data, mode):
-    directory = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), dir=directory)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.rename(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 class Keyring(object):
     """The signing keys of one repository, kept in a directory (see the module docstring)."""
 
@@ -392,7 +377,7 @@ class Keyring(object):
         data = self.load() if self.exists() else {"format": KEYRING_FORMAT, "active": None, "keys": []}
         if not self.exists() or state == "rotated":
             signer = Signer.generate()
-            _write_atomic(os.path.join(self.path, "%s.pem" % signer.key_id), signer.pem(passphrase), 0o600)
+            _fileio.write_atomic(os.path.join(self.path, "%s.pem" % signer.key_id), signer.pem(passphrase), 0o600)
             for key in data["keys"]:
                 if key.get("status") == "active":
                     key["status"] = "retired"
@@ -409,7 +394,7 @@ class Keyring(object):
                     pem = os.path.join(self.path, "%s.pem" % kid)
                     if os.path.exists(pem):
                         os.unlink(pem)
-        _write_atomic(self.file, (json.dumps(data, sort_keys=True, indent=1) + "\n").encode("utf-8"), 0o644)
+        _fileio.write_atomic(self.file, (json.dumps(data, sort_keys=True, indent=1) + "\n").encode("utf-8"), 0o644)
         return actions
 
 

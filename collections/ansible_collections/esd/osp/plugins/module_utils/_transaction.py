@@ -26,7 +26,7 @@ import re
 import subprocess
 import tempfile
 
-from ansible_collections.esd.osp.plugins.module_utils import _artifact
+from ansible_collections.esd.osp.plugins.module_utils import _artifact, _fileio
 
 STATE_DIR = "/var/lib/esd/software"
 STATES = ("present", "active", "committed", "rolled_back", "absent")
@@ -60,25 +60,8 @@ def utcnow():
 
 
 def write_json_atomic(path, data):
-    """Write JSON to path via a temporary file, fsync and rename: readers see old or new, never half."""
-    directory = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(_artifact.canonical_json(data))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.rename(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    """Write JSON to path durably: readers see the old or the new state, never half of one."""
+    _fileio.write_atomic(path, _artifact.canonical_json(data), 0o644)
 
 
 def empty_state(name):
