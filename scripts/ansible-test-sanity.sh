@@ -35,7 +35,13 @@ CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 
 ensurepip.bootstrap(upgrade=True)
 pip = [sys.executable, "-m", "pip"]
-cert = ["--cert", CA_BUNDLE] if os.path.exists(CA_BUNDLE) else []
+cert = []
+if os.path.exists(CA_BUNDLE):
+    # ansible-test runs pip with a scrubbed environment (no PIP_CERT): a venv-local pip.conf makes
+    # this venv's later installs trust the system's CA store too (TLS-inspecting proxies).
+    with open(os.path.join(sys.prefix, "pip.conf"), "w", encoding="utf-8") as config:
+        config.write("[global]\ncert = %s\n" % CA_BUNDLE)
+    cert = ["--cert", CA_BUNDLE]
 subprocess.check_call(pip + ["install"] + cert + [a for a in sys.argv[1:] if a not in GET_PIP_ONLY])
 if "--no-setuptools" in sys.argv:
     # ensurepip of Python < 3.12 also installs setuptools; ansible-test wants a venv without it.

@@ -91,6 +91,11 @@ if ((force_venv)) || [[ "$want_stamp" != "$have_stamp" ]] || ! "$venv/bin/python
     "$python" -m venv "$venv"
   fi
   rm -f "$stamp"
+  # Trust the system's CA store (where Debian and TLS-inspecting proxies put their CAs), not only
+  # pip's bundled certifi. A venv's own pip.conf applies to this venv alone.
+  if [[ -r /etc/ssl/certs/ca-certificates.crt ]]; then
+    printf '[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n' >"$venv/pip.conf"
+  fi
   log "installing the pinned Python dependencies (pip install -e '.[test]')"
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[test]'
   printf '%s\n' "$want_stamp" >"$stamp"
