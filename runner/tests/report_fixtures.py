@@ -58,6 +58,7 @@ class SimulatedFleet:
         self.hosts = {}                 # host -> {package: {active, committed, backups, installed, last_change}}
         self.failures = {}
         self.calls = []
+        self.groups = {"production": ["prod-%03d" % n for n in range(1, 25)]}
 
     # --- host state ----------------------------------------------------------------------------------
 
@@ -121,7 +122,8 @@ class SimulatedFleet:
                  limit_hosts=None, cancel_requested=None, on_progress=None, on_pid=None):
         started = ledger_mod.now().timestamp()
         name = os.path.basename(playbook)
-        targets = list(limit_hosts if limit_hosts is not None else (hosts or ["localhost"]))
+        targets = list(limit_hosts if limit_hosts is not None else (
+            hosts or self.groups.get(extravars.get("esd_hosts"), ["localhost"])))
         change_order = extravars.get("esd_change_order")
         self.calls.append({"stage": stage_id, "playbook": name, "hosts": targets, "extravars": dict(extravars),
                            "change_order": change_order})

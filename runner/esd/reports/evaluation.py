@@ -18,8 +18,9 @@ its endpoints' success and its rollbacks. The definitions (also in runner/README
   build sign-off. **Passed test without rework**: the test-site stages all succeeded and rework is 0.
 - **rollback**: an endpoint whose audit snapshots show its active version going back to a version it
   already had, or the package's own auto-revert of a failed activation (see ``esd.audit``).
-- **success percentage**: endpoints whose latest production result is ok, of the endpoints production
-  stages ran on.
+- **success percentage**: endpoints that ended as the change order meant (the intent of the last
+  production stage that ran on them, a backout's aside, checked against their latest audit snapshot; without
+  snapshots, that stage's result), of the endpoints production stages ran on.
 """
 
 from __future__ import annotations
@@ -188,7 +189,8 @@ def _production_facts(entry, state):
         stages_run += 1
         targets = audit.audited_hosts(state, planned) or []
         hosts = record.get("hosts") or {}
-        intent = inventory.stage_intent(planned, record)
+        # Success means the change itself: a backout's intent (undo it) is not what the change order was for.
+        intent = None if planned.get("rollout_role") == "backout" else inventory.stage_intent(planned, record)
         for host in targets:
             if host in (hosts.get("ok") or []):
                 endpoints[host] = "ok"

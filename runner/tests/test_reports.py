@@ -1,0 +1,391 @@
+"""The reports from real engine runs on a simulated fleet (no ansible): test report and JUnit XML, audit
+snapshots and their diff, status, evaluation, closure, release notes, inventory drift, JSON schemas, HTML."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+
+import pytest
+
+from esd import audit, cli, engine as engine_mod, inventory, ledger as ledger_mod, reports
+from esd.engine import Engine
+from esd.errors import UsageError
+from esd.reports import closure, html, markdown as md, schema
+from esd.reports import testing as test_report_mod
+
+from esd_fixtures import REPO, minimal_document, write_document
+from report_fixtures import Clock, SimulatedFleet, at
+
+PRODUCTION = ["prod-%03d" % n for n in range(1, 25)]
+CO = "CO-software-release"
+
+junitparser = pytest.importorskip("junitparser")
+jsonschema = pytest.importorskip("jsonschema")
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    clock = Clock(at("2026-03-01T09:00:00"))
+    monkeypatch.setattr(ledger_mod, "now", clock)
+    return clock
+
+
+@pytest.fixture
+def fleet(monkeypatch):
+    fleet = SimulatedFleet()
+    fleet.install(PRODUCTION, "hello-agent", "1.0.0")
+    monkeypatch.setattr(engine_mod, "run_stage", fleet)
+    return fleet
+
+
+@pytest.fixture
+def engine(tmp_path, clock):
+    return Engine(ledger_mod.Ledger(str(tmp_path / "ledger")), project_dir=REPO, clock=clock)
+
+
+def drive(engine, reference, actor="erin", approver="dave"):
+    outcome = engine.run(reference, actor)
+    while outcome.status == "waiting":
+        engine.decide(outcome.change_order, outcome.step, approver, True, "ok by %s" % approver)
+        outcome = engine.run(outcome.change_order, actor)
+    return outcome
+
+
+def release(workspace, **overrides):
+    overrides.setdefault("spec.rollout", {"wave_size": 7})
+    return write_document(workspace, minimal_document("software_release", **overrides))
+
+
+def state_of(engine, change_order=CO):
+    entry = engine.ledger.get(change_order)
+    return entry, entry.read_state()
+
+
+# --- the test report ---------------------------------------------------------------------------------
+
+def test_a_failed_then_passed_test_gives_a_retested_defect_and_a_passing_junit(workspace, engine, fleet, tmp_path):
+    fleet.failures["test"] = [{"test-02": "failed"}]
+    assert engine.run(release(workspace), "erin").status == "failed"
+    entry, state = state_of(engine)
+    failed = reports.build("test", state, entry)
+    assert (failed["conclusion"], failed["rework"]) == ("rework", 1)
+    assert failed["conclusion_reason"].startswith("stage test failed: 1 of 2 host(s) failed")
+    assert [(d["id"], d["stage"], d["attempt"], d["host"], d["check"], d["status"]) for d in failed["defects"]] == [
+        ("D1", "test", 1, "test-02", "Test package | backout | Rehearse the backout plan (roll back, or uninstall a "
+                                     "first install)", "outstanding")]
+    # The stage wrote its test report (and JUnit XML) into the ledger when it failed: the evidence for rework.
+    assert os.path.isfile(os.path.join(entry.path, "report", "test.junit.xml"))
+    attempt = failed["stages"][1]["attempts"][0]
+    assert attempt["backout"] == {"test-01": "passed", "test-02": "failed"}
+    assert [c["result"] for c in attempt["hosts"]["test-02"]["checks"]] == ["passed", "passed", "failed", "not_run"]
+
+    assert engine.run(CO, "erin").status == "waiting"           # attempt 2 passes; test_signoff pending
+    entry, state = state_of(engine)
+    data = reports.build("test", state, entry)
+    assert (data["conclusion"], data["rework"]) == ("pass", 1)
+    assert data["defects"][0]["status"] == "retested (passed in attempt 2)"
+    assert data["backout"] == {"rehearsed": True, "hosts": {"test-01": "passed", "test-02": "passed"}}
+    assert data["scope"] == {"stages": ["build", "test"], "hosts": ["build-01", "test-01", "test-02"], "not_run": []}
+    # Latest attempts: build 5 checks (1 skipped by its condition), test 4 checks on 2 hosts.
+    assert data["totals"] == {"passed": 12, "failed": 0, "unreachable": 0, "skipped": 1, "not_run": 0, "checks": 13}
+
+    junit_path = tmp_path / "test.xml"
+    junit_path.write_text(reports.render("test", data, "junit"))
+    xml = junitparser.JUnitXml.fromfile(str(junit_path))
+    suites = {suite.name: suite for suite in xml}
+    assert sorted(suites) == ["%s.build" % CO, "%s.test" % CO]
+    test_suite = suites["%s.test" % CO]
+    assert (test_suite.tests, test_suite.failures, test_suite.errors, test_suite.skipped) == (9, 0, 0, 0)
+    properties = {p.name: p.value for p in test_suite.properties()}
+    assert (properties["attempt"], properties["attempt_status"], properties["conclusion"]) == ("2", "succeeded",
+                                                                                               "pass")
+    cases = [(case.classname, case.name) for case in test_suite]
+    assert ("%s.test.test-02" % CO, "Test package | verify | Check the backout left the host as it was") in cases
+    build_suite = suites["%s.build" % CO]
+    skipped = [case for case in build_suite if case.result and isinstance(case.result[0], junitparser.Skipped)]
+    assert [case.name for case in skipped] == ["Build package | after build | Run the site's post-build tasks"]
+
+
+def test_junit_of_a_failing_test_has_the_failure_and_the_checks_not_run(workspace, engine, fleet, tmp_path):
+    fleet.failures["test"] = [{"test-01": "failed", "test-02": "unreachable"}]
+    engine.run(release(workspace), "erin")
+    entry, state = state_of(engine)
+    path = tmp_path / "failing.xml"
+    path.write_text(reports.render("test", reports.build("test", state, entry), "junit"))
+    suite = next(s for s in junitparser.JUnitXml.fromfile(str(path)) if s.name.endswith(".test"))
+    assert (suite.tests, suite.failures, suite.errors, suite.skipped) == (9, 1, 1, 2)
+    failure = next(case for case in suite if case.result and isinstance(case.result[0], junitparser.Failure))
+    assert failure.classname == "%s.test.test-01" % CO
+    assert "Rehearse the backout plan" in failure.name
+    assert failure.result[0].message.startswith("Test package | backout | Rehearse the backout plan")
+    error = next(case for case in suite if case.result and isinstance(case.result[0], junitparser.Error))
+    assert (error.classname, error.result[0].type) == ("%s.test.test-02" % CO, "unreachable")
+
+
+def test_a_change_order_without_build_or_test_stages_has_nothing_to_test(workspace, engine, fleet):
+    doc = minimal_document("rollback_update")
+    engine.run(write_document(workspace, doc), "erin")
+    entry, state = state_of(engine, "CO-rollback-update")
+    data = reports.build("test", state, entry)
+    assert (data["conclusion"], data["stages"], data["defects"]) == ("not applicable", [], [])
+
+
+# --- audit snapshots ------------------------------------------------------------------------------------
+
+def test_production_stages_are_snapshotted_before_and_after_and_recorded_in_the_audit_log(workspace, engine, fleet):
+    assert drive(engine, release(workspace)).status == "succeeded"
+    entry, state = state_of(engine)
+    production = ["install_beta", "install_wave_1", "install_wave_2", "install_wave_3", "commit"]
+    files = sorted(os.listdir(os.path.join(entry.path, "audit")))
+    assert files == sorted("%s-%s.json" % (stage, when) for stage in production for when in ("before", "after"))
+    records = [r for r in entry.read_audit() if r["event"] == "inventory_snapshot"]
+    assert [(r["data"]["stage"], r["data"]["when"], r["data"]["hosts"]) for r in records] == [
+        ("install_beta", "before", 3), ("install_beta", "after", 3), ("install_wave_1", "before", 7),
+        ("install_wave_1", "after", 7), ("install_wave_2", "before", 7), ("install_wave_2", "after", 7),
+        ("install_wave_3", "before", 7), ("install_wave_3", "after", 7), ("commit", "before", 24),
+        ("commit", "after", 24)]
+    for record in records:                       # the log holds each snapshot's digest
+        with open(os.path.join(entry.path, record["data"]["file"]), "rb") as handle:
+            assert hashlib.sha256(handle.read()).hexdigest() == record["data"]["sha256"]
+    # Back-to-back waves share one audit run: a wave's "after" also read the next wave's "before".
+    assert [r["data"]["read_with"] for r in records if r["data"]["when"] == "before"] == [
+        None, "install_beta-after", "install_wave_1-after", "install_wave_2-after", None]
+    audit_runs = [call for call in fleet.calls if call["playbook"] == "audit.yml"]
+    assert len(audit_runs) == 7
+    assert audit_runs[1]["hosts"] == ["prod-001", "prod-002", "prod-003"] + PRODUCTION[3:10]
+    assert all(call["extravars"]["audit_image"] is False for call in audit_runs)   # a software change order
+    before = audit.read_snapshot(entry, "install_wave_1", "before")
+    jsonschema.validate(before, schema.SNAPSHOT)
+    assert before["hosts"]["prod-004"]["packages"]["hello-agent"]["active"] == "1.0.0"
+    assert audit.read_snapshot(entry, "install_wave_1", "after")["hosts"]["prod-004"]["packages"]["hello-agent"][
+        "active"] == "1.1.0"
+    assert entry.verify_audit()[0]
+
+    status = reports.build("status", state, entry)
+    changes = status["inventory_changes"]
+    assert changes["snapshots"] == 10 and changes["rolled_back"] == []
+    assert changes["hosts"]["prod-010"] == {
+        "before": {"packages": {"hello-agent": "1.0.0 committed"}, "image": None, "image_probed": False},
+        "after": {"packages": {"hello-agent": "1.1.0 committed"}, "image": None, "image_probed": False},
+        "changes": [{"package": "hello-agent", "kind": "updated", "before": "1.0.0 committed",
+                     "after": "1.1.0 committed"}], "unread": False}
+    text = reports.render("status", status, "text")
+    assert "24  hello-agent: 1.0.0 committed -> 1.1.0 committed (updated): prod-001" in text
+
+
+def test_a_stage_retried_keeps_its_first_baseline_and_the_latest_after(workspace, engine, fleet):
+    fleet.failures["commit"] = [{"prod-012": "unreachable"}]
+    assert drive(engine, release(workspace)).status == "failed"
+    entry, _ = state_of(engine)
+    first_before = audit.read_snapshot(entry, "commit", "before")
+    assert audit.read_snapshot(entry, "commit", "after")["attempt"] == 1
+    assert audit.read_snapshot(entry, "commit", "after")["hosts"]["prod-012"]["packages"]["hello-agent"][
+        "committed"] == "1.0.0"
+    assert drive(engine, CO).status == "succeeded"
+    assert audit.read_snapshot(entry, "commit", "before") == first_before
+    after = audit.read_snapshot(entry, "commit", "after")
+    assert after["attempt"] == 2 and after["hosts"]["prod-012"]["packages"]["hello-agent"]["committed"] == "1.1.0"
+
+
+@pytest.mark.parametrize("old, new, kind", [
+    (None, {"active": "1.0", "committed": "1.0", "installed": ["1.0"]}, "installed"),
+    ({"active": "1.0", "committed": "1.0", "installed": ["1.0"]},
+     {"active": "1.1", "committed": "1.0", "backups": ["1.0"], "installed": ["1.0", "1.1"]}, "updated"),
+    ({"active": "1.1", "committed": "1.0", "backups": ["1.0"], "installed": ["1.0", "1.1"]},
+     {"active": "1.1", "committed": "1.1", "installed": ["1.1"]}, "committed"),
+    ({"active": "1.1", "committed": "1.0", "backups": ["1.0"], "installed": ["1.0", "1.1"]},
+     {"active": "1.0", "committed": "1.0", "installed": ["1.0"]}, "rolled back"),
+    ({"active": "1.1", "committed": "1.1", "installed": ["1.1"]},
+     {"active": "1.0", "committed": "1.0", "installed": ["1.0"]}, "downgraded"),
+    ({"active": "1.0", "committed": "1.0", "installed": ["1.0"]}, None, "removed"),
+    ({"active": "1.0", "committed": "1.0", "installed": ["1.0"], "last_change": {"result": "ok"}},
+     {"active": "1.0", "committed": "1.0", "installed": ["1.0"], "last_change": {"result": "reverted"}}, "reverted"),
+    ({"active": "1.9", "committed": "1.9", "installed": ["1.9"]},
+     {"active": "1.10", "committed": "1.9", "backups": ["1.9"], "installed": ["1.10", "1.9"]}, "updated"),
+])
+def test_what_changed_on_a_host_is_named(old, new, kind):
+    def host(package, image=None):
+        return {"packages": {"p": package} if package else {}, "image": image, "image_probed": True, "error": None}
+    assert [change["kind"] for change in audit.diff_host(host(old), host(new))] == [kind]
+    assert audit.diff_host(host(old), host(old)) == []
+
+
+def test_an_image_change_and_an_unread_host():
+    before = {"packages": {}, "image": {"family": "std", "version": "1"}, "image_probed": True, "error": None}
+    after = {"packages": {}, "image": {"family": "std", "version": "2"}, "image_probed": True, "error": None}
+    assert audit.diff_host(before, after) == [{"package": None, "kind": "image changed", "before": "std 1",
+                                               "after": "std 2"}]
+    assert audit.diff_host(before, dict(after, image_probed=False)) == []
+    assert audit.diff_host(before, {"packages": {}, "image": None, "error": "unreachable: timeout"}) == []
+
+
+# --- status, evaluation, closure, release notes ---------------------------------------------------------------
+
+def test_the_status_report_shows_pending_gates_decisions_artifacts_and_the_next_step(workspace, engine, fleet):
+    engine.run(release(workspace), "erin")
+    entry, state = state_of(engine)
+    data = reports.build("status", state, entry)
+    assert data["stages_done"] == ["build", "test"]
+    assert data["stages_pending"][0] == "install_beta"
+    assert data["next_step"] == {
+        "action": "decide gate test_signoff (Test sign-off (test plan passed, backout rehearsed)); not the builder",
+        "command": "esd approve %s --gate test_signoff --as <identity> --comment <why>   (or esd deny)" % CO}
+    assert [(a["kind"], a["sha256"]) for a in data["artifacts"]] == [("change_order", state["change_order"]["digest"]),
+                                                                      ("artifact", "d" * 64)]
+    engine.decide(CO, "test_signoff", "carol", True, "all checks passed")
+    data = reports.build("status", *reversed(state_of(engine)))
+    gate = next(g for g in data["gates"] if g["id"] == "test_signoff")
+    assert (gate["status"], gate["decided_by"], gate["comment"]) == ("approved", "carol", "all checks passed")
+    assert gate["decided_at"] == "2026-03-01T09:00:00.000+00:00"
+    assert data["next_step"]["command"] == "esd run %s" % CO
+    jsonschema.validate(json.loads(reports.render("status", data, "json")), schema.STATUS)
+
+
+def test_closing_records_lessons_learned_and_writes_the_evaluation(workspace, engine, fleet, clock):
+    engine.run(release(workspace), "erin")
+    with pytest.raises(UsageError, match="is waiting; only a finished change order"):
+        closure.close(engine.ledger, CO, "alice", "too early")
+    clock.set(at("2026-03-03T09:00:00"))
+    assert drive(engine, CO).status == "succeeded"
+    with pytest.raises(UsageError, match="needs a closing comment"):
+        closure.close(engine.ledger, CO, "alice", "  ")
+    closure.close(engine.ledger, CO, "alice", "Soak the beta group longer next time.", satisfaction=4,
+                  known_errors=[("hello-agent logs a warning at start", "ignore it; fixed in 1.2")])
+    with pytest.raises(UsageError, match="already closed by alice"):
+        closure.close(engine.ledger, CO, "alice", "again")
+    entry, state = state_of(engine)
+    assert entry.verify_audit()[0]
+    closed = [r for r in entry.read_audit() if r["event"] == "closed"]
+    assert [(r["actor"], r["data"]["satisfaction"]) for r in closed] == [("alice", 4)]
+    evaluation = reports.build("evaluation", state, entry)
+    assert evaluation["lessons_learned"] == "Soak the beta group longer next time."
+    assert (evaluation["on_time"], evaluation["lead_time_seconds"], evaluation["test"]["rework"]) == (True, 2 * 86400,
+                                                                                                       0)
+    # Everything but the wait for the test sign-off ran at once: the lead time is that wait.
+    assert [(s["site"], s["lead_time_seconds"]) for s in evaluation["sites"]] == [
+        ("build", 0.0), ("test", 0.0), ("production", 0.0)]
+    assert evaluation["gate_wait_seconds"] == 2 * 86400
+    assert evaluation["production"]["audit_seconds"] >= 0
+    assert dict(evaluation["production"], audit_seconds=None) == {
+        "stages_run": 5, "endpoints": 24, "ok": 24, "failed": [], "success_percent": 100.0, "rolled_back": [],
+        "rollbacks": 0, "audit_snapshots": 10, "audit_seconds": None}
+    markdown = reports.render("evaluation", evaluation, "md")
+    assert "## Lessons learned\n\nSoak the beta group longer next time." in markdown
+    assert "| Requested completion met | yes |" in markdown
+    written = sorted(os.listdir(os.path.join(entry.path, "report")))
+    assert set(written) >= set(["status.md", "status.html", "status.json", "test.md", "test.html", "test.json",
+                              "test.junit.xml", "evaluation.md", "evaluation.html", "evaluation.json",
+                              "release-notes.md", "release-notes.html", "release-notes.json"])
+    notes = reports.build("release-notes", state, entry)
+    assert (notes["name"], notes["version"], notes["artifact"]["sha256"]) == ("hello-agent", "1.1.0", "d" * 64)
+    assert notes["known_errors"] == [{"source": "closure", "error": "hello-agent logs a warning at start",
+                                      "hosts": [], "workaround": "ignore it; fixed in 1.2"}]
+    for kind in ("status", "test", "evaluation", "release-notes"):
+        with open(os.path.join(entry.path, "report", "%s.json" % kind), encoding="utf-8") as handle:
+            jsonschema.validate(json.load(handle), schema.SCHEMAS[kind])
+
+
+def test_release_notes_list_failed_endpoints_and_reverts_as_known_errors(workspace, engine, fleet):
+    fleet.failures["install_beta"] = [{"prod-002": "reverted"}]
+    path = release(workspace, **{"spec.rollout": {"min_success_percent": 50, "wave_size": 7}})
+    assert drive(engine, path).status == "succeeded"
+    entry, state = state_of(engine)
+    notes = reports.build("release-notes", state, entry)
+    assert notes["deployment"] == {"endpoints": 24, "ok": 23, "success_percent": 95.8, "rolled_back": ["prod-002"]}
+    assert [(k["source"], k["hosts"]) for k in notes["known_errors"]] == [
+        ("production", ["prod-002"]), ("problem PRB-%s-prod-002" % CO, ["prod-002"])]
+    assert notes["known_errors"][0]["error"].startswith("failed in phase health_check: Failed to activate")
+    evaluation = reports.build("evaluation", state, entry)
+    assert evaluation["production"]["failed"] == ["prod-002"]
+    status = reports.build("status", state, entry)
+    assert status["inventory_changes"]["rolled_back"] == ["prod-002"]
+    beta = next(stage for stage in status["inventory_changes"]["stages"] if stage["stage"] == "install_beta")
+    assert beta["changes"]["prod-002"] == [{"package": "hello-agent", "kind": "reverted", "before": "1.0.0 committed",
+                                            "after": "1.0.0 committed"}]
+    # prod-002 was backed out on purpose (the triage's rollback) and the commit left it out: no drift.
+    fleet_view = inventory.fleet_inventory(engine.ledger)
+    assert fleet_view["drift"] == []
+    assert fleet_view["hosts"]["prod-002"]["intended"][0]["stage"] == "backout"
+    assert fleet_view["versions"]["hello-agent"] == [
+        {"state": "1.1.0 committed", "count": 23, "hosts": [h for h in PRODUCTION if h != "prod-002"]},
+        {"state": "1.0.0 committed", "count": 1, "hosts": ["prod-002"]}]
+    jsonschema.validate(fleet_view, schema.INVENTORY)
+
+
+def test_inventory_live_reads_the_hosts_now_and_finds_a_manual_change(workspace, engine, fleet, capsys):
+    assert drive(engine, release(workspace)).status == "succeeded"
+    fleet.hosts["prod-007"]["hello-agent"].update(active="1.0.0", committed="1.0.0", installed=["1.0.0"])
+    assert cli.main(["inventory", "--ledger", engine.ledger.root, "--drift"]) == 0      # the ledger saw no drift
+    capsys.readouterr()
+    live = inventory.observed_live("unused", "production", project_dir=REPO, run=fleet)
+    view = inventory.fleet_inventory(engine.ledger, live=live)
+    assert view["source"] == "live"
+    assert [(d["host"], d["observed"], d["intended"], d["observed_by"]) for d in view["drift"]] == [
+        ("prod-007", "1.0.0 committed", "1.1.0 committed", "live")]
+    assert "prod-007 hello-agent: runs 1.0.0 committed; %s commit intended 1.1.0 committed" % CO in \
+        inventory.render_text(view)
+
+
+# --- the CLI and the renderers ---------------------------------------------------------------------------------
+
+def test_esd_report_prints_every_kind_in_every_format(workspace, engine, fleet, capsys, tmp_path):
+    assert drive(engine, release(workspace)).status == "succeeded"
+    for kind in ("status", "test", "evaluation", "release-notes"):
+        for fmt in ("text", "md", "html", "json"):
+            assert cli.main(["report", CO, "--kind", kind, "--format", fmt, "--ledger", engine.ledger.root]) == 0
+            out = capsys.readouterr().out
+            if fmt == "json":
+                jsonschema.validate(json.loads(out), schema.SCHEMAS[kind])
+            elif fmt == "html":
+                assert out.startswith("<!DOCTYPE html>") and out.rstrip().endswith("</html>")
+                assert_self_contained(out)
+    assert cli.main(["report", CO, "--kind", "status", "--format", "junit", "--ledger", engine.ledger.root]) == 2
+    assert "has no junit format" in capsys.readouterr().err
+    target = tmp_path / "out" / "test.xml"
+    target.parent.mkdir()
+    assert cli.main(["report", CO, "--kind", "test", "--format", "junit", "-o", str(target),
+                     "--ledger", engine.ledger.root]) == 0
+    assert capsys.readouterr().out.strip() == str(target)
+    assert junitparser.JUnitXml.fromfile(str(target)).tests == 15     # build 5 + 1, test 2 x 4 + 1
+    assert cli.main(["close", CO, "--comment", "fine", "--known-error", "slow start", "--workaround", "wait",
+                     "--as", "alice", "--ledger", engine.ledger.root, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["closure"]["known_errors"] == [{"error": "slow start",
+                                                                                "workaround": "wait"}]
+
+
+def assert_self_contained(page):
+    """No external assets: no scripts, links, images or URLs other than the SVG namespace."""
+    assert "<script" not in page and "<link" not in page and "<img" not in page and "@import" not in page
+    urls = set(re.findall(r"(?:https?:)?//[\w.-]+[^\s\"'<>)]*", page))
+    assert urls <= {"http://www.w3.org/2000/svg", "https://json-schema.org/draft/2020-12/schema"}, urls
+
+
+def test_html_helpers_escape_everything_and_markdown_tables_survive_odd_values():
+    page = html.page("<Report>", html.table(["a|b", "c"], [["<script>alert(1)</script>", html.code("x&y")]]))
+    assert "<script>" not in page and "&lt;script&gt;" in page and "<code>x&amp;y</code>" in page
+    assert "<title>&lt;Report&gt;</title>" in page
+    assert_self_contained(page)
+    chart = html.bar_chart([("ok", 3, "ok"), ("failed <1>", 1, "fail")], unit="hosts")
+    assert chart.startswith("<svg") and "failed &lt;1&gt;" in chart and 'fill="#cf222e"' in chart
+    table = md.table(["host", "message"], [(md.text("a|b"), md.text("line one\nline `two` *x*"))])
+    assert table.splitlines()[2] == "| a\\|b | line one line \\`two\\` \\*x\\* |"
+    assert md.code("a`b") == "`` a`b ``"
+
+
+def test_the_schema_document_matches_the_code():
+    with open(os.path.join(REPO, "docs", "report-schema.md"), encoding="utf-8") as handle:
+        assert handle.read() == schema.document(), "regenerate: python -m esd.reports.schema > docs/report-schema.md"
+    for kind, document in schema.SCHEMAS.items():
+        jsonschema.Draft202012Validator.check_schema(document)
+
+
+def test_a_report_never_breaks_the_run(workspace, engine, fleet, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(test_report_mod, "test_report", broken)
+    monkeypatch.setitem(reports.KINDS, "test", (broken, reports.KINDS["test"][1]))
+    assert engine.run(release(workspace), "erin").status == "waiting"
