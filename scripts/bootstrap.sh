@@ -67,6 +67,11 @@ if ((${#missing[@]})); then
   fi
   log "installing Debian packages: ${missing[*]}"
   apt_opts=(-o DPkg::Lock::Timeout=600 -q)
+  # On throw-away CI machines skip dpkg's fsyncs: several times faster on busy disks, and
+  # a crash mid-install only loses a machine that is discarded anyway. Never on other machines.
+  case "${CI:-}" in
+    true | 1 | yes) apt_opts+=(-o DPkg::Options::=--force-unsafe-io) ;;
+  esac
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get "${apt_opts[@]}" update
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get "${apt_opts[@]}" install -y \
     --no-install-recommends "${missing[@]}" </dev/null
