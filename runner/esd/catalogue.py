@@ -226,14 +226,20 @@ def _deploy(stage_id, title, playbook, source, **extra):
                  inputs={**SOFTWARE_IDENTITY, **source, **extra})
 
 
-# The release flow takes the package straight from the build stage. When the repository stages
-# (promote.yml, distribute.yml) land, RELEASE_REPOSITORY_STAGES gets them and RELEASE_SOURCE points
-# at what distribute reports; nothing else in the catalogue changes.
-RELEASE_SOURCE = {
+# The release flow. The test hosts install the build stage's artifact straight from the build, pinned to its
+# sha256. After the change board the repository stages enter it into the repository (build channel, then the
+# test channel it was tested in), promote it into the production channel with the passing test record as
+# evidence, and distribute mirrors the signed production channel onto the depots. The
+# production stages then pass no software_src: deploy.yml takes the package from each host's depot
+# (depot_url/blobs/sha256/<sha256>), pinned to the sha256 of the signed index it verifies on the controller, and
+# refuses unless that is the digest the build reported (and the change board approved).
+BUILD_SOURCE = {
     "software_src": Ref("build", "artifact.path"),
     "software_sha256": Ref("build", "artifact.sha256"),
 }
-RELEASE_REPOSITORY_STAGES: tuple = ()
+RELEASE_SOURCE = {
+    "software_sha256": Ref("build", "artifact.sha256"),
+}
 
 
 def _repository_stage(stage_id, title, playbook, target=None, **inputs):
@@ -241,10 +247,51 @@ def _repository_stage(stage_id, title, playbook, target=None, **inputs):
                  inputs={**SOFTWARE_IDENTITY, **inputs})
 
 
-PROMOTE = _repository_stage("promote", "Promote the tested package into the production repository", "promote.yml",
-                            software_src=Field("software.artifact"), software_sha256=Field("software.sha256"))
-DISTRIBUTE = _repository_stage("distribute", "Copy the package to the depot servers, checksum-validated",
-                               "distribute.yml", target="depots", software_sha256=Field("software.sha256"))
+# promote.yml's variables (see the top of playbooks/promote.yml). Extra vars are templated by Ansible, so the
+# evidence and the test record can name the change order (esd_change_order, which every stage gets).
+PROMOTE_IDENTITY = {
+    "promote_name": Field("software.name"),
+    "promote_version": Field("software.version"),
+    "promote_evidence": "{{ esd_change_order }}",
+    "esd_user": Actor(),
+}
+
+
+def _promote(stage_id, title, site, channel, **inputs):
+    return Stage(stage_id, title, site, "promote.yml",
+                 inputs={**PROMOTE_IDENTITY, "promote_channel": channel, **inputs},
+                 outputs={"esd_promotion": "promotion"})
+
+
+def _promote_to_test(src):
+    """Add the artifact to the repository (build channel) and promote it to the test channel it was tested in."""
+    return _promote("promote_test", "Enter the tested build into the repository: build channel, then test channel",
+                    SITE_PRODUCTION, "test", promote_src=src)
+
+
+# The passing test record the production promotion rests on, from the test stage's report.
+RELEASE_TEST_RECORD = {
+    "esd_tested_sha256": Ref("build", "artifact.sha256"),
+    "esd_test_passed": Ref("test", "test.passed"),
+    "promote_test_record": {
+        "id": "{{ esd_change_order }}-test",
+        "name": "{{ promote_name }}",
+        "version": "{{ promote_version }}",
+        "sha256": "{{ esd_tested_sha256 }}",
+        "result": "{{ 'passed' if esd_test_passed | bool else 'failed' }}",
+    },
+}
+
+PROMOTE = _promote("promote", "Promote the tested package into the production channel of the repository",
+                   SITE_PRODUCTION, "production")
+DISTRIBUTE = Stage("distribute", "Mirror the signed production channel onto the depot servers, checksum-validated",
+                   SITE_PRODUCTION, "distribute.yml", target="depots",
+                   inputs={"distribute_depots": Field("targets.depots", "depots"), "distribute_channel": "production"},
+                   outputs={"esd_distribution": "distribution"})
+
+RELEASE_REPOSITORY_STAGES: tuple = (_promote_to_test(Ref("build", "artifact.path")),
+                                    dataclasses.replace(PROMOTE, inputs={**PROMOTE.inputs, **RELEASE_TEST_RECORD}),
+                                    DISTRIBUTE)
 
 ANNOUNCE_DEPLOYMENT = Notify("announce", "Notify stakeholders of the scheduled distribution", "deployment_scheduled")
 
@@ -280,7 +327,7 @@ ESD_TYPES = (
                  TEST_SIGNOFF),
                 requires=("media.name", "media.artifact", "media.sha256", "media.builder")),
     RequestType("add_to_production", ESD, "Promote a tested package into the production repository",
-                (DEPLOYMENT_PLAN, CHANGE_BOARD, PROMOTE),
+                (DEPLOYMENT_PLAN, CHANGE_BOARD, _promote_to_test(Field("software.artifact")), PROMOTE),
                 requires=("software.name", "software.version", "software.artifact", "software.sha256",
                           "backout.plan")),
     RequestType("distribute", ESD, "Distribute a production package to the depot servers",
@@ -336,10 +383,10 @@ ESD_TYPES = (
                                    retire_archive=True)),
                 requires=("software.name", "backout.plan")),
     RequestType("software_release", ESD,
-                "End to end: build, test, approvals, (repository), beta, go/no-go, waves, commit",
+                "End to end: build, test, approvals, promote, distribute, beta, go/no-go, waves, commit",
                 (DEPLOYMENT_PLAN,
                  _build_package(),
-                 _test_package(RELEASE_SOURCE),
+                 _test_package(BUILD_SOURCE),
                  TEST_SIGNOFF,
                  CHANGE_BOARD,
                  *RELEASE_REPOSITORY_STAGES,

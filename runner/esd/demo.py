@@ -3,20 +3,22 @@
 The story, with the command each step corresponds to:
 
     alice  requests   the change order (examples/change_orders/demo-software-release.yml)
-    bob    runs       build + test (he is the builder)          esd run ID --as bob
+    bob    runs       build + hand-over to test + test          esd run ID --as bob
     bob    tries      to sign off his own test: refused          esd approve ID --gate test_signoff --as bob
     carol  signs off  the test                                   esd approve ID --gate test_signoff --as carol
     erin   runs       on to the change board                     esd run ID --as erin
     alice  tries      to approve her own change: refused         esd approve ID --gate change_board --as alice
     dave   approves   for the change board                       esd approve ID --gate change_board --as dave
-    erin   runs       beta -> automatic go/no-go -> waves        esd run ID --as erin
+    erin   runs       promote -> distribute -> beta ->           esd run ID --as erin
+                      automatic go/no-go -> waves (from the depot, pinned to the signed index)
     alice  accepts    the change (client acceptance)             esd approve ID --gate client_acceptance --as alice
     erin   runs       commit                                     esd run ID --as erin
 
 Every run gets a unique change-order id and its own ledger entry, so the demo can be run again and
 again. The demo fleet lives under ``$ESD_DEMO_ROOT/esd-demo`` (default ``<repo>/.demo/esd-demo``). It is reset
-at the start (unless ``--keep-fleet``) and given its baseline, hello-agent 1.0.0 committed on the test
-site and in production, so the release is an update with a backup until commit.
+at the start (unless ``--keep-fleet``), with its repository (``repository/``) and signing key (``keys/``), and
+given its baseline: the signing key (playbooks/keys.yml) and hello-agent 1.0.0 committed on the test site and in
+production, so the release is an update with a backup until commit.
 """
 
 from __future__ import annotations
@@ -56,6 +58,14 @@ def seed_fleet(project_dir, demo_root, pattern="test_site:production", console=N
     inventory = os.path.join(project_dir, "inventories", "demo")
     work = os.path.join(demo_root, "baseline")
     shutil.rmtree(work, ignore_errors=True)
+    # The key that signs the repository's channel indexes (a real site runs `ansible-playbook playbooks/keys.yml`
+    # once): promote signs the production channel with it, distribute and deploy verify the index against it.
+    keys = run_stage(stage_id="baseline_keys", playbook=os.path.join(project_dir, "playbooks", "keys.yml"),
+                     inventory=inventory, private_data_dir=os.path.join(work, "keys"), extravars={},
+                     envvars=envvars, on_progress=console.progress if console else None)
+    if keys.status != "successful":
+        raise EsdError("could not create the repository signing key: %s" % (
+            keys.error or "; ".join("%s: %s" % (h, o.message) for h, o in keys.hosts.items() if o.message)))
     built = run_stage(stage_id="baseline_build", playbook=os.path.join(project_dir, "playbooks", "build_package.yml"),
                       inventory=inventory, private_data_dir=os.path.join(work, "build"),
                       extravars={"build_package_src": os.path.join(project_dir, BASELINE),
@@ -122,7 +132,9 @@ def run_demo(ledger_root=None, quiet=False, keep_fleet=False, as_json=False):
     os.environ["ESD_DEMO_ROOT"] = demo_root
     fresh = not keep_fleet or not os.path.isdir(os.path.join(demo_root, "hosts"))
     if fresh:
-        shutil.rmtree(os.path.join(demo_root, "hosts"), ignore_errors=True)
+        # The hosts (depot-01's depot included), the repository and its signing key start afresh.
+        for part in ("hosts", "repository", "keys"):
+            shutil.rmtree(os.path.join(demo_root, part), ignore_errors=True)
     os.makedirs(demo_root, exist_ok=True)
     ledger = Ledger(ledger_root or os.path.join(demo_root, "ledger"))
     story = _Story(as_json)
@@ -136,8 +148,9 @@ def run_demo(ledger_root=None, quiet=False, keep_fleet=False, as_json=False):
     story.say("  fleet roots under %s/hosts" % demo_root)
 
     if fresh:
-        story.step("setup", "gives the fleet its baseline (outside change control): hello-agent 1.0.0 committed "
-                   "on the test site and in production", "ansible-playbook playbooks/build_package.yml + "
+        story.step("setup", "gives the fleet its baseline (outside change control): the repository signing key, "
+                   "hello-agent 1.0.0 committed on the test site and in production",
+                   "ansible-playbook playbooks/keys.yml + playbooks/build_package.yml + "
                    "playbooks/deploy.yml -e software_state=committed")
         baseline = seed_fleet(project_dir, demo_root)
         story.say("    -> hello-agent %s (sha256 %s...) committed on test-01, test-02, prod-001..prod-024"

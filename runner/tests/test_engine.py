@@ -70,14 +70,30 @@ def test_a_release_runs_through_every_gate_with_distinct_people(workspace, engin
     assert (outcome.status, outcome.exit_code) == ("succeeded", 0)
 
     # Each stage ran exactly once, in plan order; the go/no-go was decided by the runner itself.
-    assert stage_starts(engine, CO) == ["build", "test", "install_beta", "install_wave_1", "commit"]
+    assert stage_starts(engine, CO) == ["build", "test", "promote_test", "promote", "distribute", "install_beta",
+                                        "install_wave_1", "commit"]
     state = engine.ledger.get(CO).read_state()
     assert state["steps"]["go_no_go"]["decided_by"] == "esd"
     assert state["steps"]["go_no_go"]["comment"] == "automatic: 3 of 3 beta host(s) succeeded (100% >= 100%)"
     assert state["steps"]["build"]["outputs"]["artifact"]["builder"] == "bob"
-    # The install stages got the build's artifact, pinned by digest; the waves their own hosts.
-    install = [c for c in stages.calls if c["stage"] == "install_wave_1"][0]
-    assert install["extravars"]["software_src"] == "/tmp/hello-agent-1.1.0.esdpkg"
+    # The test stage got the build's artifact, pinned by digest. The repository stages entered it into the test
+    # channel and promoted it to production on the passing test record; distribute mirrored production to the
+    # depots. The install stages get no artifact path: deploy.yml takes it from each host's depot, pinned to the
+    # signed index, which must list the build's digest. The waves get their own hosts.
+    test = [c for c in stages.calls if c["stage"] == "test"][0]
+    assert (test["extravars"]["software_src"], test["extravars"]["software_sha256"]) == (
+        "/tmp/hello-agent-1.1.0.esdpkg", "d" * 64)
+    calls = {c["stage"]: c for c in stages.calls}
+    assert calls["promote_test"]["extravars"]["promote_src"] == "/tmp/hello-agent-1.1.0.esdpkg"
+    assert calls["promote_test"]["extravars"]["promote_channel"] == "test"
+    promote = calls["promote"]["extravars"]
+    assert (promote["promote_name"], promote["promote_version"], promote["promote_channel"]) == (
+        "hello-agent", "1.1.0", "production")
+    assert (promote["esd_tested_sha256"], promote["esd_test_passed"], promote["esd_user"]) == ("d" * 64, True, "erin")
+    assert promote["promote_test_record"]["sha256"] == "{{ esd_tested_sha256 }}"
+    assert calls["distribute"]["extravars"]["distribute_depots"] == "depots"
+    install = calls["install_wave_1"]
+    assert "software_src" not in install["extravars"]
     assert install["extravars"]["software_sha256"] == "d" * 64
     assert install["extravars"]["esd_hosts"] == "production"
     assert install["limit_hosts"] == ["prod-%03d" % n for n in range(4, 25)]
@@ -145,7 +161,8 @@ def test_a_wave_that_breaks_its_budget_halts_the_rollout_and_the_change_is_backe
     assert state["steps"]["install_wave_2"]["failures"]["prod-012"]["phase"] == "health_check"
     # No further wave starts: wave 3 never ran; the backout rolled back every endpoint the rollout changed.
     assert state["steps"]["install_wave_3"]["status"] == "halted"
-    assert stage_starts(engine, CO) == ["build", "test", "install_beta", "install_wave_1", "install_wave_2", "backout"]
+    assert stage_starts(engine, CO) == ["build", "test", "promote_test", "promote", "distribute", "install_beta",
+                                        "install_wave_1", "install_wave_2", "backout"]
     backout = [c for c in stages.calls if c["stage"] == "backout"][0]
     assert backout["extravars"]["backout_rollback_hosts"] == ["prod-%03d" % n for n in range(1, 18)]
     assert backout["extravars"]["backout_redistribute_hosts"] == []
@@ -243,7 +260,8 @@ def test_a_crash_mid_stage_resumes_that_stage_only(workspace, engine, stages):
     del stages.script["install_wave_1"]
     assert engine.run(CO, "erin").status == "succeeded"
     starts = stage_starts(engine, CO)
-    assert starts == ["build", "test", "install_beta", "install_wave_1", "install_wave_1", "commit"]
+    assert starts == ["build", "test", "promote_test", "promote", "distribute", "install_beta", "install_wave_1",
+                      "install_wave_1", "commit"]
     interrupted = events(engine, CO, "stage_interrupted")
     assert [r["data"] for r in interrupted] == [{"stage": "install_wave_1", "attempt": 1, "detected": "at resume"}]
     assert engine.ledger.get(CO).verify_audit()[0]

@@ -42,7 +42,7 @@ def test_software_release_plan_orders_stages_and_gates(workspace):
     plan = plan_for(workspace, "software_release", **{"spec.approvals": {"required": ["client_acceptance"]}})
     assert [(step.kind, step.id) for step in plan.steps] == [
         ("stage", "build"), ("stage", "test"), ("gate", "test_signoff"), ("gate", "change_board"),
-        ("notify", "announce"), ("stage", "install_beta"), ("gate", "go_no_go"), ("stage", "install_wave_1"),
+        ("stage", "promote_test"), ("stage", "promote"), ("stage", "distribute"), ("notify", "announce"), ("stage", "install_beta"), ("gate", "go_no_go"), ("stage", "install_wave_1"),
         ("triage", "triage"), ("stage", "backout"), ("verdict", "verdict"), ("gate", "client_acceptance"),
         ("stage", "commit")]
     assert plan.sites == ["build", "test", "production"]
@@ -53,6 +53,10 @@ def test_software_release_plan_orders_stages_and_gates(workspace):
     assert beta.limit_hosts == ["prod-001", "prod-002", "prod-003"]
     assert wave.limit_hosts == ["prod-%03d" % n for n in range(4, 25)]
     assert plan.step("test").inputs["software_src"] == {"__from_stage__": "build", "path": "artifact.path"}
+    assert plan.step("promote").inputs["esd_test_passed"] == {"__from_stage__": "test", "path": "test.passed"}
+    assert plan.step("distribute").hosts == ["depot-01"]
+    assert "software_src" not in beta.inputs
+    assert beta.inputs["software_sha256"] == {"__from_stage__": "build", "path": "artifact.sha256"}
     assert plan.step("build").inputs["build_package_builder"] == {"__actor__": True}
     assert plan.step("go_no_go").automatic
     assert plan.step("test_signoff").excludes == ["builder"]

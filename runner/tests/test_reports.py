@@ -229,7 +229,7 @@ def test_the_status_report_shows_pending_gates_decisions_artifacts_and_the_next_
     entry, state = state_of(engine)
     data = reports.build("status", state, entry)
     assert data["stages_done"] == ["build", "test"]
-    assert data["stages_pending"][0] == "install_beta"
+    assert data["stages_pending"][:4] == ["promote_test", "promote", "distribute", "install_beta"]
     assert data["next_step"] == {
         "action": "decide gate test_signoff (Test sign-off (test plan passed, backout rehearsed)); not the builder",
         "command": "esd approve %s --gate test_signoff --as <identity> --comment <why>   (or esd deny)" % CO}
@@ -270,7 +270,7 @@ def test_closing_records_lessons_learned_and_writes_the_evaluation(workspace, en
     assert evaluation["gate_wait_seconds"] == 2 * 86400
     assert evaluation["production"]["audit_seconds"] >= 0
     assert dict(evaluation["production"], audit_seconds=None) == {
-        "stages_run": 5, "endpoints": 24, "ok": 24, "failed": [], "success_percent": 100.0, "rolled_back": [],
+        "stages_run": 8, "endpoints": 24, "ok": 24, "failed": [], "success_percent": 100.0, "rolled_back": [],
         "rollbacks": 0, "audit_snapshots": 10, "audit_seconds": None}
     markdown = reports.render("evaluation", evaluation, "md")
     assert "## Lessons learned\n\nSoak the beta group longer next time." in markdown

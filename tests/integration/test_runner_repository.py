@@ -1,0 +1,106 @@
+"""Production stages take the package from the host's depot, pinned to the signed production index: a tampered
+index on the depot makes the install refuse with a clear error before any host changes; once the depot publishes
+the signed index again, the same activation installs from the depot."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from test_runner_support import DEMO_INVENTORY, REPO, active, committed, fleet, seeded_fleet  # noqa: E402,F401
+
+pytestmark = pytest.mark.integration
+CO = "IT-TAMPER-1"
+BETA = ["prod-001", "prod-002", "prod-003"]
+
+
+def _playbook(fleet, name, *extra):
+    proc = subprocess.run(["ansible-playbook", "-i", DEMO_INVENTORY, os.path.join(REPO, "playbooks", name), *extra],
+                          env=fleet.env, capture_output=True, text=True, cwd=REPO, timeout=600,
+                          stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, (name, proc.stdout[-3000:], proc.stderr[-3000:])
+
+
+def _release_to_the_depot(fleet):
+    """hello-agent 1.1.0 built, entered into the repository, promoted to production on a test record, distributed."""
+    dest = os.path.join(fleet.root, "artifacts")
+    _playbook(fleet, "build_package.yml", "-e", json.dumps({
+        "build_package_src": os.path.join(REPO, "examples", "packages", "hello-agent-1.1"),
+        "build_package_dest": dest, "build_package_scan": False, "build_package_builder": "bob"}))
+    artifact = os.path.join(dest, "hello-agent-1.1.0.esdpkg")
+    import hashlib
+    with open(artifact, "rb") as handle:
+        digest = hashlib.sha256(handle.read()).hexdigest()
+    _playbook(fleet, "promote.yml", "-e", json.dumps({"promote_name": "hello-agent", "promote_version": "1.1.0",
+                                                       "promote_src": artifact, "promote_channel": "test"}))
+    _playbook(fleet, "promote.yml", "-e", json.dumps({
+        "promote_name": "hello-agent", "promote_version": "1.1.0", "promote_evidence": "IT-TEST-1",
+        "promote_test_record": {"id": "IT-TEST-1", "name": "hello-agent", "version": "1.1.0", "sha256": digest,
+                                "result": "passed"}}))
+    _playbook(fleet, "distribute.yml")
+    return digest
+
+
+def test_a_tampered_depot_index_refuses_the_install_and_changes_no_host(seeded_fleet):
+    fleet = seeded_fleet
+    digest = _release_to_the_depot(fleet)
+    depot = os.path.join(fleet.root, "hosts", "depot-01", "srv", "esd", "depot")
+    assert os.path.isfile(os.path.join(depot, "blobs", "sha256", digest))
+    index_path = os.path.join(depot, "channels", "production.json")
+    with open(index_path, encoding="utf-8") as handle:
+        original = handle.read()
+    index = json.loads(original)
+    # Someone points the depot's index at another blob (keeping the signature): the index no longer verifies.
+    entry = next(e for e in index["entries"] if (e["name"], e["version"]) == ("hello-agent", "1.1.0"))
+    entry["size"] += 1
+    with open(index_path, "w", encoding="utf-8") as handle:
+        json.dump(index, handle, indent=1, sort_keys=True)
+
+    def activate(change_order_id):
+        document = {"apiVersion": "esd.osp/v1", "kind": "ChangeOrder",
+                    "metadata": {"id": change_order_id, "title": "integration: activate from the depot",
+                                 "requester": "alice", "requested_completion": "2030-01-01"},
+                    "spec": {"type": "activate", "software": {"name": "hello-agent", "version": "1.1.0"},
+                             "targets": {"inventory": DEMO_INVENTORY, "hosts": "beta"},
+                             "backout": {"plan": "re-activate 1.0.0"}}}
+        path = fleet.write(document, "%s.yml" % change_order_id)
+        fleet.esd_json("run", path, "--quiet", user="erin", expect_rc=3)
+        fleet.esd_json("approve", change_order_id, "--gate", "change_board", user="dave")
+        result = fleet.esd("run", change_order_id, "--quiet", "--json", user="erin")
+        return result.returncode, fleet.state(change_order_id)
+
+    rc, state = activate(CO)
+    assert rc != 0 and state["status"] != "succeeded"
+    stage = state["steps"]["activate"]
+    assert stage["status"] == "failed"
+    assert sorted(stage["failures"]) == BETA
+    for host in BETA:
+        message = stage["failures"][host]["message"]
+        assert message.startswith("hello-agent 1.1.0: no software_src was given and the signed production index of "
+                                  "file://"), message
+        assert "refusing to trust" in message and "was modified after it was signed" in message, message
+        assert message.endswith("; nothing was changed"), message
+    # No host changed: the baseline is active and committed everywhere, nothing of 1.1.0 was unpacked.
+    hosts = fleet.software("production")
+    assert {host: (active(r), committed(r)) for host, r in hosts.items()} == {
+        host: ("1.0.0", "1.0.0") for host in hosts}
+    for host in BETA:
+        assert not os.path.exists(os.path.join(fleet.root, "hosts", host, "opt", "esd", "hello-agent", "releases",
+                                               "1.1.0"))
+
+    # The depot publishes the signed index again: the same activation installs from the depot, pinned.
+    with open(index_path, "w", encoding="utf-8") as handle:
+        handle.write(original)
+    rc, state = activate(CO + "-AGAIN")
+    assert (rc, state["status"]) == (0, "succeeded")
+    assert {host: active(r) for host, r in fleet.software("beta").items()} == {host: "1.1.0" for host in BETA}
+    for host in BETA:
+        with open(os.path.join(fleet.root, "hosts", host, "var", "lib", "esd", "software", "hello-agent.json"),
+                  encoding="utf-8") as handle:
+            assert json.load(handle)["versions"]["1.1.0"]["sha256"] == digest
