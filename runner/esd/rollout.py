@@ -64,6 +64,10 @@ def stage_envvars(planned):
     if CALLBACK not in enabled:
         enabled.append(CALLBACK)
     env = {"ANSIBLE_CALLBACKS_ENABLED": ",".join(enabled)}
+    # Playbooks never need the notification secrets, and ansible-runner records the whole environment of
+    # each run in the ledger (artifacts/<attempt>/command): blank them for the stage.
+    for name in siteconfig.secret_names(siteconfig.load()):
+        env[name] = ""
     if planned.get("wave"):
         env["ESD_WAVE"] = str(planned["wave"])
     elif planned.get("rollout_role") in ("beta", "check", "backout"):

@@ -74,3 +74,17 @@ def load(source=None):
     if problems:
         raise UsageError("site config %s: %s" % (source, "; ".join(problems)))
     return data
+
+
+def secret_names(site):
+    """The environment variables the site config names as holding secrets (passwords, tokens)."""
+    names = set()
+    notifications = (site or {}).get("notifications") or {}
+    for value in (notifications.get("webhook_token_env"), (notifications.get("smtp") or {}).get("password_env")):
+        if value:
+            names.add(value)
+    for backend in (site or {}).get("problems") or []:
+        for key, value in backend.items():
+            if key.endswith("_env") and isinstance(value, str):
+                names.add(value)
+    return sorted(names)
