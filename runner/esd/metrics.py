@@ -57,6 +57,11 @@ MEASURES = (
     ("rollback_rate", "Change orders with a rollback"),
 )
 
+SHORT_TITLES = {"finished_in_requested_time": "Finished in time", "packages_built_in_requested_time":
+                "Packages built in time", "images_built_in_requested_time": "Images built in time",
+                "passed_test_without_rework": "Passed test without rework",
+                "sent_back_for_missing_information": "Sent back (failed validation)", "rollback_rate": "Rollback rate"}
+
 
 # --- the journal of rejected submissions -------------------------------------------------------------
 
@@ -406,9 +411,9 @@ def render_markdown(data):
 
 def render_html(data):
     h = html
-    chart = [(title, data["measures"][ident]["percent"] or 0,
+    chart = [(SHORT_TITLES[ident], data["measures"][ident]["percent"] or 0,
               "warn" if ident in ("sent_back_for_missing_information", "rollback_rate") else "ok")
-             for ident, title in MEASURES]
+             for ident, _ in MEASURES]
     lead = data["lead_time"]
     totals = data["totals"]
     body = [h.para("%d change order(s), %d request(s): %s." % (data["change_orders"], data["requests"],

@@ -115,7 +115,7 @@ def facts(entry, state, now=None):
             "rework": len(rework_events), "rework_events": rework_events,
             "passed_without_rework": (test_passed and not rework_events) if tested else None}
 
-    production = _production_facts(entry, state)
+    production = production_facts(entry, state)
     closure = state.get("closure") or None
     return {
         "schema": SCHEMA,
@@ -175,7 +175,7 @@ def _build_facts(state, times, due, now):
             "on_time": _in_time(common.parse_time(handed_over), due, state["status"] in FINAL, now)}
 
 
-def _production_facts(entry, state):
+def production_facts(entry, state):
     """Endpoints and their success: the intent of the last stage that ran on a host (esd.inventory), checked
     against the host's latest snapshot; without snapshots, that stage's result for the host."""
     from esd import inventory
@@ -301,7 +301,7 @@ def render_html(data):
         ("Requester", data["requester"]), ("Status", h.join([h.badge(data["status"], "ok" if data["completed"] else
                                                                       "fail"), " ", data["reason"]])),
         ("Received", data["received_at"]), ("Finished", data["finished_at"] or "-"),
-        ("Requested completion", "%s (due %s)" % (data["requested_completion"], data["due_at"])),
+        ("Requested completion", "%s (the whole day, UTC)" % data["requested_completion"]),
         ("Waiting at gates", common.human_duration(data["gate_wait_seconds"])),
         ("Build handed over in time", "%s (%s)" % (_yes_no(build["on_time"]), build["kind"]) if build else None),
         ("Passed test without rework", _yes_no(test["passed_without_rework"]) if test["in_scope"] else None),
@@ -323,7 +323,8 @@ def render_html(data):
         body.append(h.section("Decisions", h.table(["gate", "decision", "by", "at", "waited"], [
             (g["gate"], g["status"], g["decided_by"] or "", g["decided_at"], common.human_duration(g["waited_seconds"]))
             for g in data["gates"]])))
-    body.append(h.section("Lessons learned", h.tag("pre", data["lessons_learned"]) if data["lessons_learned"] else
+    body.append(h.section("Lessons learned", h.tag("p", data["lessons_learned"], class_="prose")
+                          if data["lessons_learned"] else
                           h.para("Not recorded yet: esd close %s --comment ... records them." % data["change_order"],
                                  note=True)))
     if closure.get("known_errors"):

@@ -59,6 +59,7 @@ white-space:nowrap;border:1px solid transparent}
 .verdict.ok{background:var(--ok-bg);color:var(--ok)} .verdict.fail{background:var(--fail-bg);color:var(--fail)}
 .verdict.warn{background:var(--warn-bg);color:var(--warn)} .verdict.info{background:var(--info-bg);color:var(--info)}
 .verdict.muted{background:var(--muted-bg);color:var(--muted)}
+.prose{white-space:pre-wrap;border-left:4px solid var(--info);padding:6px 12px;background:var(--band)}
 pre{background:var(--band);border:1px solid var(--line);border-radius:6px;padding:10px;white-space:pre-wrap;
 font-size:13px}
 svg.chart{max-width:100%;height:auto;display:block;margin:6px 0 14px}
@@ -160,7 +161,7 @@ def bullet_list(items):
 def bar_chart(items, unit="", width=760, bar_height=22, max_value=None, title=None):
     """Horizontal bars as inline SVG: ``[(label, value, tone), ...]``; value labels at the bar ends."""
     items = list(items)
-    label_width = min(260, max([len(str(label)) for label, _, _ in items] + [4]) * 7 + 16)
+    label_width = min(340, max([len(str(label)) for label, _, _ in items] + [4]) * 7 + 16)
     value_width = 90
     plot = max(width - label_width - value_width, 80)
     top = max(max_value or 0, max([value or 0 for _, value, _ in items] + [0])) or 1

@@ -57,6 +57,10 @@ STATUS = {
         "hosts_by_state": {"type": "array", "items": _object({
             "state": {"type": "string"}, "result": {"type": "string"}, "count": {"type": "integer"},
             "hosts": STRINGS})},
+        "endpoints_as_intended": {"oneOf": [{"type": "null"}, _object({
+            "endpoints": {"type": "integer"}, "ok": {"type": "integer"}, "failed": STRINGS,
+            "success_percent": NULLABLE_NUMBER})],
+            "description": "endpoints whose latest snapshot meets the change order's intent (see evaluation)"},
         "inventory_changes": {"type": ["object", "null"], "properties": {
             "hosts": {"type": "object", "additionalProperties": _object({
                 "before": {"type": ["object", "null"]}, "after": {"type": ["object", "null"]}, "changes": CHANGES,

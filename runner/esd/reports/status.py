@@ -61,10 +61,16 @@ def status_report(state, entry=None):
     records = None
     changes = None
     problems = []
+    as_intended = None
     if entry is not None:
+        from esd.reports import evaluation
+
         audit_ok, _, records = entry.verify_audit()
         changes = audit.change_order_changes(entry, state)
         problems = common.read_problems(entry)
+        production = evaluation.production_facts(entry, state)
+        as_intended = {"endpoints": production["endpoints"], "ok": production["ok"], "failed": production["failed"],
+                       "success_percent": production["success_percent"]}
     stages = [step for step in steps if step["kind"] == "stage"]
     report = {
         "schema": SCHEMA,
@@ -92,6 +98,7 @@ def status_report(state, entry=None):
         "steps": steps,
         "endpoints": dict(sorted(endpoints.items())),
         "hosts_by_state": _hosts_by_state(endpoints),
+        "endpoints_as_intended": as_intended,
         "inventory_changes": changes,
         "open_problems": [problem for problem in problems if problem["open"]],
         "next_step": next_step(state),
@@ -225,7 +232,7 @@ def render_text(report):
                     decided += " (%s)" % step["comment"]
             lines.append("  gate  %-20s %-11s%s" % (step["id"], _mark(step["status"]), decided))
         else:
-            lines.append("  note  %-20s %s" % (step["id"], _mark(step["status"])))
+            lines.append("  %-5s %-20s %s" % (step["kind"][:5], step["id"], _mark(step["status"])))
     if report["endpoints"]:
         lines.append("Endpoints (%d):" % len(report["endpoints"]))
         for group in report["hosts_by_state"]:
@@ -252,6 +259,12 @@ def render_text(report):
     if step:
         lines.append("Next: %s%s" % (step["action"], "\n  $ %s" % step["command"] if step.get("command") else ""))
     return "\n".join(lines)
+
+
+def _group_tone(group, not_as_intended):
+    if group["result"] != "ok":
+        return "fail"
+    return "warn" if set(group["hosts"]) & not_as_intended else "ok"
 
 
 def _host_list(hosts, shown=6):
@@ -307,7 +320,7 @@ def render_markdown(report):
             rows.append((t(item["id"]), "gate", t(item["status"]), "", "", "", t(item.get("decided_by")),
                          t(item.get("decided_at"))))
         else:
-            rows.append((t(item["id"]), "notify", t(item["status"]), "", "", "", "", ""))
+            rows.append((t(item["id"]), t(item["kind"]), t(item["status"]), "", "", "", "", ""))
     blocks += [md.heading("Steps"), "Done: %s. Pending: %s." % (
         t(", ".join(report["stages_done"])) if report["stages_done"] else "none",
         t(", ".join(report["stages_pending"])) if report["stages_pending"] else "none"),
@@ -332,9 +345,10 @@ def render_markdown(report):
         blocks += [md.heading("Audit: software inventory before and after"),
                    "%d snapshot(s) of the production targets, %s in all." % (changes["snapshots"],
                                                                               common.human_duration(changes["seconds"])),
-                   md.table(["host", "before", "after", "change"],
-                            [(t(host), t(_words(data["before"])), t(_words(data["after"])), t(change_words(data)))
-                             for host, data in changes["hosts"].items()])]
+                   md.table(["hosts", "before", "after", "change", "which"],
+                            [(str(len(hosts)), t(before), t(after), t(words), t(_host_list(hosts)))
+                             for (before, after, words), hosts in _before_after_groups(changes["hosts"])],
+                            numeric=(0,))]
     blocks += [md.heading("Open problems")]
     if report.get("open_problems"):
         blocks.append(md.table(["id", "title", "hosts", "stage", "opened"],
@@ -347,6 +361,14 @@ def render_markdown(report):
         blocks.append("Audit log: %d records, hash chain %s." % (audit_info["records"],
                                                                   "verified" if audit_info["verified"] else "**BROKEN**"))
     return md.document(*blocks)
+
+
+def _before_after_groups(hosts):
+    """[((before words, after words, change words), [hosts])], largest group first: 10,000 hosts stay readable."""
+    groups = {}
+    for host, data in hosts.items():
+        groups.setdefault((_words(data["before"]), _words(data["after"]), change_words(data)), []).append(host)
+    return sorted(groups.items(), key=lambda item: (-len(item[1]), item[0]))
 
 
 def _words(summary):
@@ -375,11 +397,13 @@ def render_html(report):
     h = html
     stages = [step for step in report["steps"] if step["kind"] == "stage"]
     done = len(report["stages_done"])
-    hosts_total = len(report["endpoints"])
-    hosts_ok = sum(1 for endpoint in report["endpoints"].values() if endpoint["result"] == "ok")
+    intended = report.get("endpoints_as_intended") or {}
+    hosts_total = intended.get("endpoints") if intended else len(report["endpoints"])
+    hosts_ok = intended.get("ok") if intended else sum(1 for e in report["endpoints"].values() if e["result"] == "ok")
+    not_as_intended = set(intended.get("failed") or [])
     body = [h.cards([("Status", report["status"], tone(report["status"])),
                      ("Stages done", "%d of %d" % (done, len(stages)), "ok" if done == len(stages) else "info"),
-                     ("Endpoints ok", "%d of %d" % (hosts_ok, hosts_total) if hosts_total else "-",
+                     ("Endpoints as intended", "%d of %d" % (hosts_ok, hosts_total) if hosts_total else "-",
                       "ok" if hosts_total and hosts_ok == hosts_total else ("fail" if hosts_total else "muted")),
                      ("Open problems", len(report.get("open_problems") or []),
                       "fail" if report.get("open_problems") else "ok")])]
@@ -410,7 +434,7 @@ def render_html(report):
             rows.append((item["id"], "gate", h.badge(item["status"], tone(item["status"])), "", "", "",
                          item.get("decided_by") or "", item.get("decided_at") or ""))
         else:
-            rows.append((item["id"], "notify", h.badge(item["status"], tone(item["status"])), "", "", "", "", ""))
+            rows.append((item["id"], item["kind"], h.badge(item["status"], tone(item["status"])), "", "", "", "", ""))
     body.append(h.section("Stages and gates", h.table(
         ["step", "kind", "status", "hosts ok", "failed", "attempts", "by", "when"], rows, numeric=(3, 5))))
     decided = [gate for gate in report["gates"] if gate.get("decided_by")]
@@ -425,22 +449,25 @@ def render_html(report):
           a["builder"] or "") for a in report["artifacts"]], numeric=(5,))))
     if report["hosts_by_state"]:
         body.append(h.section("Hosts per state", h.stacked_bar(
-            [(g["state"], g["count"], "ok" if g["result"] == "ok" else "fail") for g in report["hosts_by_state"]],
+            [(g["state"], g["count"], _group_tone(g, not_as_intended)) for g in report["hosts_by_state"]],
             title="endpoints per state"), h.table(
             ["hosts", "state", "which"], [(g["count"], g["state"], _host_list(g["hosts"], 12))
                                           for g in report["hosts_by_state"]], numeric=(0,))))
     changes = report.get("inventory_changes")
     if changes and changes["hosts"]:
+        groups = _before_after_groups(changes["hosts"])
         body.append(h.section(
             "Audit: software inventory before and after",
             h.para("%d snapshot(s) of the production targets (esd.osp.software_info and the running image), %s in "
-                   "all. Before = the host's first baseline in this change order, after = its latest snapshot."
+                   "all. Before = the host's first baseline in this change order, after = its latest snapshot; hosts with the "
+                   "same change are grouped."
                    % (changes["snapshots"], common.human_duration(changes["seconds"])), note=True),
-            h.table(["host", "before", "after", "change"],
-                    [(host, _words(data["before"]), _words(data["after"]), change_words(data))
-                     for host, data in changes["hosts"].items()],
-                    cell_classes=lambda r, col, rows=list(changes["hosts"].values()):
-                    ("cell-warn" if col == 3 and rows[r]["changes"] else None))))
+            h.table(["hosts", "before", "after", "change", "which"],
+                    [(len(hosts), before, after, words, _host_list(hosts, 12))
+                     for (before, after, words), hosts in groups],
+                    numeric=(0,), cell_classes=lambda r, col, groups=groups:
+                    (("cell-fail" if "rolled back" in groups[r][0][2] or "reverted" in groups[r][0][2]
+                      else "cell-ok" if groups[r][0][2] != "unchanged" else None) if col == 3 else None))))
     problems = report.get("open_problems") or []
     body.append(h.section("Open problems", h.table(
         ["id", "title", "hosts", "stage", "opened"],
