@@ -71,7 +71,7 @@ def main():
     ansible_playbook("deploy.yml", inventory, dict(software, software_src=artifact, software_state="active"), env)
 
     variants = {
-        "stage": ("activate.yml", software),
+        "stage": ("activate.yml", dict(software, software_src=artifact)),
         "audit": ("audit.yml", {"esd_hosts": "production", "audit_image": False}),
         "audit+image": ("audit.yml", {"esd_hosts": "production", "audit_image": True}),
     }
