@@ -41,7 +41,8 @@ def test_a_manual_go_no_go_stops_after_the_beta_group_and_continues_after_approv
 
     assert fleet.esd_json("run", co, "--quiet", user="erin")["status"] == "succeeded"
     assert {h: active(r) for h, r in fleet.software().items()} == {h: "1.1.0" for h in PRODUCTION}
-    assert fleet.stage_starts(co) == ["build", "test", "install_beta", "install_wave_1", "commit"]
+    assert fleet.stage_starts(co) == ["build", "test", "promote_test", "promote", "distribute", "install_beta",
+                                      "install_wave_1", "commit"]
 
 
 def test_a_denied_gate_stops_the_change_order(seeded_fleet):

@@ -73,8 +73,8 @@ def test_sigkill_mid_stage_resumes_from_the_interrupted_stage(seeded_fleet):
 
     resumed = fleet.esd_json("run", CO, "--quiet", user="erin")
     assert resumed["status"] == "succeeded"
-    assert fleet.stage_starts(CO) == ["build", "test", "install_beta", "install_wave_1", "install_wave_1",
-                                      "commit"]
+    assert fleet.stage_starts(CO) == ["build", "test", "promote_test", "promote", "distribute", "install_beta",
+                                      "install_wave_1", "install_wave_1", "commit"]
     interrupted = [r["data"] for r in fleet.audit(CO) if r["event"] == "stage_interrupted"]
     assert interrupted == [{"stage": "install_wave_1", "attempt": 1, "detected": "at resume"}]
     assert {h: (active(r), committed(r)) for h, r in fleet.software().items()} == {
