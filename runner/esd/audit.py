@@ -177,7 +177,15 @@ def read_results(private_data_dir):
             continue
         if action.endswith("software_info") and "packages" in result:
             found.setdefault(host, {"packages": [], "image": None})["packages"] = result["packages"]
-        elif action.endswith("slurp") and result.get("content"):
+        elif action.endswith("image_node_info"):
+            node = next((n for n in result.get("nodes") or [] if n.get("name") == host), None)
+            if node and node.get("active"):
+                active, previous = node["active"], node.get("previous") or {}
+                found.setdefault(host, {"packages": [], "image": None})["image"] = {
+                    "family": active.get("family"), "version": active.get("version"),
+                    "parent": previous.get("version"), "slot": active.get("slot"), "status": node.get("status")}
+        elif action.endswith("slurp") and result.get("content") and \
+                not (found.get(host) or {}).get("image"):
             try:
                 manifest = json.loads(base64.b64decode(result["content"]).decode("utf-8"))
             except (ValueError, UnicodeDecodeError):

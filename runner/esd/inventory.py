@@ -15,7 +15,9 @@ activate.yml                   the version active
 commit.yml                     the version active and committed
 rollback.yml, backout.yml      the version *not* active any more (rolled back)
 remove.yml                     the package absent
-provision.yml, update_image    the host running image ``image_family`` ``image_version``
+provision, update/commit_image the node running image ``image_family`` ``image_version``
+rollback_image.yml             the node not running that image version any more
+remove_image.yml               no esd image on the node
 =============================  ===========================================================
 
 A host **drifts** when what is observed does not satisfy the intent: a failed endpoint left on the old
@@ -38,7 +40,8 @@ SCHEMA = "esd.osp/report/inventory/v1"
 
 _EXPECT_BY_PLAYBOOK = {"activate.yml": "active", "commit.yml": "committed", "rollback.yml": "rolled_back",
                        "backout.yml": "rolled_back", "remove.yml": "absent"}
-_IMAGE_PLAYBOOKS = ("provision.yml", "update_image.yml")
+_IMAGE_PLAYBOOKS = {"provision.yml": "running", "update_image.yml": "running", "commit_image.yml": "running",
+                    "rollback_image.yml": "rolled_back", "remove_image.yml": "absent"}
 
 
 def stage_intent(planned, record):
@@ -53,8 +56,8 @@ def _intent(planned, record):
     """(kind, name, version, expectation) of a stage, or None when it does not set an endpoint state."""
     inputs = record.get("inputs_used") or {}
     playbook = os.path.basename(planned.get("playbook") or "")
-    if playbook in _IMAGE_PLAYBOOKS and inputs.get("image_family") and inputs.get("image_version"):
-        return "image", inputs["image_family"], inputs["image_version"], "running"
+    if playbook in _IMAGE_PLAYBOOKS and inputs.get("image_family"):
+        return "image", inputs["image_family"], inputs.get("image_version"), _IMAGE_PLAYBOOKS[playbook]
     name = inputs.get("software_name")
     if not name:
         return None
@@ -72,7 +75,8 @@ def _intent(planned, record):
 def describe_intent(intent):
     kind, name, version, expect = intent["kind"], intent["name"], intent["version"], intent["expect"]
     if kind == "image":
-        return "runs image %s %s" % (name, version)
+        return {"running": "runs image %s %s" % (name, version), "absent": "runs no esd image",
+                "rolled_back": "does not run image %s %s (rolled back)" % (name, version)}[expect]
     return {"active": "%s active" % version, "committed": "%s committed" % version,
             "installed": "%s installed" % version, "absent": "absent",
             "rolled_back": "%s rolled back (not active)" % version}.get(expect, "%s %s" % (version, expect))
@@ -82,7 +86,12 @@ def satisfied(intent, observed):
     """Whether an observed snapshot entry of a host meets an intent."""
     if intent["kind"] == "image":
         image = observed.get("image") or {}
-        return image.get("family") == intent["name"] and image.get("version") == intent["version"]
+        if not observed.get("image_probed", True):
+            return True         # not read by this snapshot: nothing to compare
+        running = image.get("family") == intent["name"] and image.get("version") == intent["version"]
+        if intent["expect"] == "absent":
+            return not image
+        return not running if intent["expect"] == "rolled_back" else running
     package = (observed.get("packages") or {}).get(intent["name"]) or {}
     active, committed, installed = package.get("active"), package.get("committed"), package.get("installed") or []
     version, expect = intent["version"], intent["expect"]

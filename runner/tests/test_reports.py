@@ -389,3 +389,30 @@ def test_a_report_never_breaks_the_run(workspace, engine, fleet, monkeypatch):
     monkeypatch.setattr(test_report_mod, "test_report", broken)
     monkeypatch.setitem(reports.KINDS, "test", (broken, reports.KINDS["test"][1]))
     assert engine.run(release(workspace), "erin").status == "waiting"
+
+
+def test_the_audit_reads_the_image_a_node_runs_and_inventory_checks_image_intents(tmp_path):
+    from report_fixtures import _Events
+
+    private = str(tmp_path / "audit-after")
+    events = _Events(private)
+    events.task("Audit | software | Read the installed packages", "esd.osp.software_info")
+    events.result("web01", "runner_on_ok", {"packages": []})
+    events.result("web02", "runner_on_ok", {"packages": []})
+    events.task("Audit | image | Read the image the node runs", "esd.osp.image_node_info")
+    events.result("web01", "runner_on_ok", {"nodes": [{"name": "web01", "status": "uncommitted",
+                                                       "active": {"family": "debian12-server", "version": "1.1.0",
+                                                                  "slot": "b"},
+                                                       "previous": {"family": "debian12-server", "version": "1.0.0"}}]})
+    events.result("web02", "runner_on_ok", {"nodes": [{"name": "web02", "status": "absent", "active": None}]})
+    found = audit.read_results(private)
+    assert found["web01"]["image"] == {"family": "debian12-server", "version": "1.1.0", "parent": "1.0.0",
+                                       "slot": "b", "status": "uncommitted"}
+    assert found["web02"]["image"] is None
+    web01 = audit.normalise_host(found["web01"])
+    intent = {"kind": "image", "name": "debian12-server", "version": "1.1.0", "expect": "running"}
+    assert inventory.satisfied(intent, web01)
+    assert not inventory.satisfied(dict(intent, expect="rolled_back"), web01)
+    assert inventory.satisfied(dict(intent, expect="absent"), audit.normalise_host(found["web02"]))
+    before = audit.normalise_host({"packages": [], "image": {"family": "debian12-server", "version": "1.0.0"}})
+    assert [c["kind"] for c in audit.diff_host(before, web01)] == ["image changed"]
