@@ -99,12 +99,12 @@ def run_ansible_runner(inventory, extravars, env, workdir, number):
     return {"wall": elapsed, "playbook": marks["stats"] - marks["start"]}
 
 
-def run_esd(engine, inventory, workdir, number, hosts):
+def run_esd(engine, inventory, workdir, number, hosts, artifact):
     change_order = {
         "apiVersion": "esd.osp/v1", "kind": "ChangeOrder",
         "metadata": {"id": "BENCH-%d" % number, "title": "bench: activate on %d hosts" % hosts,
                      "requester": "alice", "requested_completion": "2030-01-01"},
-        "spec": {"type": "activate", "software": {"name": "hello-agent", "version": "1.1.0"},
+        "spec": {"type": "activate", "software": {"name": "hello-agent", "version": "1.1.0", "artifact": artifact},
                  "targets": {"inventory": inventory, "hosts": "production"},
                  "backout": {"plan": "benchmark; nothing to back out"}},
     }
@@ -145,15 +145,17 @@ def main():
     ansible_playbook("build_package.yml", os.path.join(REPO, "inventories", "demo"),
                      {"build_package_src": PACKAGE, "build_package_dest": artifacts}, env)
     artifact = glob.glob(os.path.join(artifacts, "*.esdpkg"))[0]
-    extravars = {"software_name": "hello-agent", "software_version": "1.1.0", "esd_hosts": "production"}
-    ansible_playbook("deploy.yml", inventory, dict(extravars, software_src=artifact, software_state="active"), env)
+    # the artifact is passed explicitly: this fleet has no repository to resolve it from
+    extravars = {"software_name": "hello-agent", "software_version": "1.1.0", "esd_hosts": "production",
+                 "software_src": artifact}
+    ansible_playbook("deploy.yml", inventory, dict(extravars, software_state="active"), env)
     print("setup (build + first install on every host): %.1fs" % (time.perf_counter() - setup), flush=True)
 
     engine = Engine(Ledger(os.path.join(workdir, "ledger")), project_dir=REPO)
     variants = {
         "baseline": lambda n: run_baseline(inventory, extravars, env),
         "runner": lambda n: run_ansible_runner(inventory, extravars, env, workdir, n),
-        "esd": lambda n: run_esd(engine, inventory, workdir, n, args.hosts),
+        "esd": lambda n: run_esd(engine, inventory, workdir, n, args.hosts, artifact),
     }
     order = list(variants)
     samples = {name: [] for name in variants}
