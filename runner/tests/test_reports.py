@@ -389,6 +389,12 @@ def test_a_report_never_breaks_the_run(workspace, engine, fleet, monkeypatch):
     monkeypatch.setattr(test_report_mod, "test_report", broken)
     monkeypatch.setitem(reports.KINDS, "test", (broken, reports.KINDS["test"][1]))
     assert engine.run(release(workspace), "erin").status == "waiting"
+    monkeypatch.setitem(reports.KINDS, "evaluation", (broken, reports.KINDS["evaluation"][1]))
+    assert drive(engine, CO).status == "succeeded"
+    entry, _ = state_of(engine)
+    with open(os.path.join(entry.path, "report", "evaluation.error"), encoding="utf-8") as handle:
+        assert "RuntimeError: disk full" in handle.read()
+    assert os.path.isfile(os.path.join(entry.path, "report", "status.json"))
 
 
 def test_the_audit_reads_the_image_a_node_runs_and_inventory_checks_image_intents(tmp_path):

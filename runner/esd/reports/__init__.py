@@ -19,6 +19,8 @@ in docs/report-schema.md (``esd.reports.schema``). The shared HTML/Markdown piec
 from __future__ import annotations
 
 import json
+import os
+import traceback
 
 from esd.errors import UsageError
 from esd.reports import common, evaluation, release_notes, status, testing
@@ -69,17 +71,27 @@ def write_kind(kind, state, entry, formats=("md", "html", "json")):
 
 
 def write_reports(state, entry):
-    """Write every applicable report of the change order into ``<entry>/report/``; return that directory."""
-    write_kind("status", state, entry)
-    if _has_tests(state):
-        write_kind("test", state, entry, formats=("md", "html", "json", "junit"))
-    write_kind("evaluation", state, entry)
-    notes = release_notes.release_notes(state, entry)
-    if notes["applicable"]:
-        for fmt in ("md", "html", "json"):
-            common.write_report_file(entry, "release-notes.%s" % EXTENSIONS[fmt], render("release-notes", notes, fmt))
-    import os
+    """Write every applicable report of the change order into ``<entry>/report/``; return that directory.
 
+    A report that cannot be built leaves ``<kind>.error`` (the traceback) instead: the change order's own
+    outcome is already recorded and must not turn into an error because of a report.
+    """
+    def release_notes_files():
+        notes = release_notes.release_notes(state, entry)
+        if notes["applicable"]:
+            for fmt in ("md", "html", "json"):
+                common.write_report_file(entry, "release-notes.%s" % EXTENSIONS[fmt],
+                                         render("release-notes", notes, fmt))
+
+    jobs = [("status", lambda: write_kind("status", state, entry))]
+    if _has_tests(state):
+        jobs.append(("test", lambda: write_kind("test", state, entry, formats=("md", "html", "json", "junit"))))
+    jobs += [("evaluation", lambda: write_kind("evaluation", state, entry)), ("release-notes", release_notes_files)]
+    for kind, job in jobs:
+        try:
+            job()
+        except Exception:  # noqa: BLE001 - see the docstring
+            common.write_report_file(entry, "%s.error" % kind, traceback.format_exc())
     return os.path.join(entry.path, "report")
 
 
