@@ -71,7 +71,6 @@ def test_no_build_leftovers(host):
     assert not host.file("/usr/sbin/policy-rc.d").exists, "policy-rc.d would stop every service"
     assert host.run("ls /var/cache/apt/archives/*.deb").rc != 0
     assert host.check_output("find /var/lib/apt/lists -maxdepth 1 -type f ! -name lock") == ""
-    assert not host.file("/root/.ansible").exists
 
 
 # --- hardening ------------------------------------------------------------------------------------
