@@ -123,7 +123,7 @@ def test_manifest_records_os_build_and_hardening(images):
     assert hardening["failed"] == 0 and hardening["passed"] >= 40
     assert {"ssh.permitrootlogin", "sysctl.kernel.kptr_restrict", "file./etc/shadow", "banner.issue.net",
             "service.debug-shell.service"} <= set(c["id"] for c in hardening["checks"])
-    assert "reset machine-id" in manifest["build"]["finalise"]
+    assert "empty /etc/machine-id (set at first boot)" in manifest["build"]["finalise"]
     assert manifest["archive"]["sha256"] == images["base"]["sha256"]
 
 

@@ -808,6 +808,18 @@ FINALISE_GLOBS = (
 )
 
 
+# What a finalised tree guarantees (recorded in the manifest; what one run actually removed is in the module result).
+FINALISE_GUARANTEES = (
+    "no package cache, apt lists or apt/dpkg/debconf backups",
+    "log files empty",
+    "empty /etc/machine-id (set at first boot)",
+    "no SSH host keys (made at first boot)",
+    "empty resolv.conf, hostname localhost",
+    "empty /tmp and /var/tmp",
+    "first-boot script /usr/lib/esd/firstboot",
+)
+
+
 def finalise(rootfs):
     """Remove what must not ship in an image (build traces, host identity); idempotent. Returns what it did."""
     actions = []
@@ -1111,7 +1123,7 @@ def copy_test_plan(spec, rootfs):
 
 
 def build_manifest(spec, family, version, state, builder, os_release, packages, esd_packages, hardening,
-                   rootfs_bytes, rootfs_files, sbom_sha256, test_plan, finalise_actions, sbom_diff):
+                   rootfs_bytes, rootfs_files, sbom_sha256, test_plan, sbom_diff):
     parent = state.get("parent")
     return {
         "format": MANIFEST_FORMAT,
@@ -1129,7 +1141,7 @@ def build_manifest(spec, family, version, state, builder, os_release, packages, 
             "source_date_epoch": state.get("source_date_epoch"), "spec_sha256": state.get("spec_sha256"),
             "spec": os.path.basename(os.path.dirname(state.get("spec") or "")) or None,
             "mirror": state.get("mirror"), "debootstrap": state.get("debootstrap"), "apt": state.get("apt") or [],
-            "roles": spec.get("roles", []), "finalise": finalise_actions,
+            "roles": spec.get("roles", []), "finalise": list(FINALISE_GUARANTEES),
         },
         "parent": None if not parent else {"family": parent.get("family"), "version": parent.get("version"),
                                            "sha256": parent.get("sha256")},
@@ -1153,7 +1165,8 @@ def _write_embedded(rootfs, rel, data):
     with open(path, "wb") as handle:
         handle.write(data)
     os.chmod(path, 0o644)
-    os.chown(path, 0, 0)
+    if os.geteuid() == 0:
+        os.chown(path, 0, 0)
 
 
 def write_sums(path, files):
@@ -1223,7 +1236,7 @@ def pack_image(spec, rootfs, dest, family, version, builder, force=False, keep_r
     rootfs_bytes, rootfs_files = tree_size(rootfs)
     manifest = build_manifest(spec, family, version, state, builder, os_release, packages, esd_packages, hardening,
                               rootfs_bytes, rootfs_files, hashlib.sha256(sbom_bytes).hexdigest(), test_plan,
-                              finalise_actions, sbom_diff)
+                              sbom_diff)
     _write_embedded(rootfs, EMBEDDED_SBOM, sbom_bytes)
     _write_embedded(rootfs, EMBEDDED_MANIFEST, canonical_json(manifest))
     tmp, members = pack_to_temp(rootfs, dest, family, version, epoch, compresslevel)

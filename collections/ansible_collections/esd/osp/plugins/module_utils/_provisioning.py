@@ -438,6 +438,8 @@ def generate(settings, dest, dump, load, schema_path=None, jsonschema=None, seed
     result = {"changed": changed, "path": target, "manifest": manifest}
     if check_mode:
         return result
+    if not os.path.isdir(dest):
+        os.makedirs(dest, 0o755)
     staging = tempfile.mkdtemp(prefix=".%s-" % stem, dir=dest) if changed else target
     try:
         if changed:

@@ -72,6 +72,8 @@ images:
   sample: {"debian12-server:1.1.0": ["web01"], "debian12-server:1.0.0": ["web01"]}
 """
 
+import os
+
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.esd.osp.plugins.module_utils._image_node import NodeError, NodeManager, Podman, list_nodes
@@ -87,8 +89,12 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
-    podman = Podman(module.get_bin_path(p["podman_path"], required=True) if "/" not in p["podman_path"] else p["podman_path"])
     names = p["name"] or list_nodes(p["state_dir"])
+    if not any(os.path.exists(os.path.join(p["state_dir"], "%s.json" % name)) for name in names):
+        # no node on this host: nothing to ask podman (which need not even be installed)
+        module.exit_json(changed=False, nodes=[dict(NodeManager.describe(NodeManager(n, p["state_dir"]).empty_state()),
+                                                    running=False, problems=[]) for n in names], images={})
+    podman = Podman(module.get_bin_path(p["podman_path"], required=True) if "/" not in p["podman_path"] else p["podman_path"])
     nodes, images = [], {}
     try:
         for name in names:
