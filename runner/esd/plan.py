@@ -340,6 +340,8 @@ def _rollout_steps(rollout_step, spec, project_dir, resolve, inventory, problems
         # rollback play can set software_state itself.
         state = backout.inputs.pop("software_state", None) or _STATE_OF_PLAYBOOK.get(stage.playbook, "active")
         backout.inputs["backout_redistribute_state"] = state
+        if stage.playbook == "activate.yml":
+            backout.inputs["software_from_depot"] = False      # the version is staged: nothing to fetch
         backout.backout = {"state": rollout_step.backout_state,
                            "redistribute_attempts": spec.backout.redistribute_attempts,
                            "retry_delay_seconds": spec.backout.retry_delay_seconds,
@@ -410,7 +412,10 @@ def render_text(plan, project_dir=None):
             lines.append("  %2d. stage %-22s %s site  playbooks/%s%s" % (
                 number, step.id, step.site, os.path.basename(step.playbook), state))
             lines.append("        %s" % step.title)
-            if step.hosts is not None:
+            if step.rollout_role == "backout":
+                lines.append("        hosts: decided by the triage (the endpoints to roll back and to redistribute "
+                             "to, of %d targets)" % len(step.hosts or []))
+            elif step.hosts is not None:
                 shown = step.limit_hosts if step.limit_hosts is not None else step.hosts
                 lines.append("        hosts: %d (%s)%s" % (len(shown), _host_summary(shown),
                                                           "  pattern %s" % step.target_pattern))

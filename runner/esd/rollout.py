@@ -58,12 +58,29 @@ def _ran(state, roles=HALTABLE):
 
 # --- stage environment ------------------------------------------------------------------------------
 
+def accelerator_env():
+    """ESD_ACCELERATOR=mitogen: stages run with Mitogen's mitogen_linear strategy (pip install esd-osp[fast]).
+
+    Optional: without it (or when Mitogen is not installed) stages run with Ansible's own linear strategy.
+    """
+    if os.environ.get("ESD_ACCELERATOR", "").lower() != "mitogen":
+        return {}
+    try:
+        import ansible_mitogen
+    except ImportError:
+        return {}
+    return {"ANSIBLE_STRATEGY": "mitogen_linear",
+            "ANSIBLE_STRATEGY_PLUGINS": os.path.join(os.path.dirname(ansible_mitogen.__file__), "plugins",
+                                                     "strategy")}
+
+
 def stage_envvars(planned):
-    """The distribution_log callback for every stage; the wave for wave stages."""
+    """The distribution_log callback for every stage; the wave for wave stages; the optional accelerator."""
     enabled = [name for name in os.environ.get("ANSIBLE_CALLBACKS_ENABLED", "").split(",") if name.strip()]
     if CALLBACK not in enabled:
         enabled.append(CALLBACK)
     env = {"ANSIBLE_CALLBACKS_ENABLED": ",".join(enabled)}
+    env.update(accelerator_env())
     # Playbooks never need the notification secrets, and ansible-runner records the whole environment of
     # each run in the ledger (artifacts/<attempt>/command): blank them for the stage.
     for name in siteconfig.secret_names(siteconfig.load()):
@@ -476,7 +493,10 @@ def _verdict(engine, entry, co, state, planned, record, actor):
         engine._notify(co, entry, state, "failed", "Change order %s rolled back" % co.id,
                        "%s\n\nDistribution report: %s" % (text, paths.get("markdown")),
                        data={"verdict": verdict})
-        return engine._outcome(state, "change order %s %s" % (co.id, state["reason"]))
+        failed = sorted(host for host, endpoint in endpoints.items()
+                        if endpoint["class"] != "not_reached" and not endpoint.get("halt_rollback")
+                        and triage.final_status(endpoint) != "success")
+        return engine._outcome(state, "change order %s %s" % (co.id, state["reason"]), hosts=failed)
     return None
 
 
@@ -490,9 +510,11 @@ def describe(verdict):
             len(verdict["exceptions"]), counts["success"], verdict["total"])
         if verdict["halted"]:
             first += " (the rollout halted: %s)" % verdict["halted"]["reason"]
-    else:
+    elif counts["rolled_back"]:
         first = "rolled back: the rollout halted (%s) and the change was backed out (%d endpoint(s) rolled back)" % (
             verdict["halted"]["reason"], counts["rolled_back"])
+    else:
+        first = "rolled back: the rollout halted (%s) before it changed any endpoint" % verdict["halted"]["reason"]
         if verdict["exceptions"]:
             first += "; %d endpoint(s) could not be restored" % len(verdict["exceptions"])
     lines = [first]

@@ -361,3 +361,22 @@ def test_the_runner_triage_reads_the_distribution_logs(workspace, ledger, stages
     assert endpoints["prod-020"]["class"] == "manual" and endpoints["prod-020"]["wave"] == 3
     assert endpoints["prod-020"]["reason"] == "I/O error on the endpoint (phase io): EISDIR"
     assert {e["class"] for h, e in endpoints.items() if h != "prod-020"} == {"success"}
+
+
+def test_mitogen_is_an_optional_accelerator(monkeypatch, tmp_path):
+    import sys
+    import types
+
+    from esd import rollout
+
+    monkeypatch.delenv("ESD_ACCELERATOR", raising=False)
+    assert rollout.accelerator_env() == {}
+    monkeypatch.setenv("ESD_ACCELERATOR", "mitogen")
+    monkeypatch.setitem(sys.modules, "ansible_mitogen", None)          # not installed: plain linear
+    assert rollout.accelerator_env() == {}
+    fake = types.ModuleType("ansible_mitogen")
+    fake.__file__ = str(tmp_path / "ansible_mitogen" / "__init__.py")
+    monkeypatch.setitem(sys.modules, "ansible_mitogen", fake)
+    assert rollout.accelerator_env() == {
+        "ANSIBLE_STRATEGY": "mitogen_linear",
+        "ANSIBLE_STRATEGY_PLUGINS": str(tmp_path / "ansible_mitogen" / "plugins" / "strategy")}

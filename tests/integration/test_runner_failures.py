@@ -33,20 +33,23 @@ def test_a_failing_stage_stops_with_the_reason_and_the_hosts(fleet):
     path = fleet.write(document, "activate.yml")
     fleet.esd_json("run", path, "--quiet", user="erin", expect_rc=3)
     fleet.esd_json("approve", "IT-FAIL-1", "--gate", "change_board", user="dave")
+    # The beta group holds every target, so the rollout is one wave ("activate"); all three fail, the wave
+    # breaks its failure budget, the rollout halts and ends rolled back (nothing had changed).
     failed = fleet.esd_json("run", "IT-FAIL-1", "--quiet", user="erin", expect_rc=1)
-    assert (failed["status"], failed["step"]) == ("failed", "activate")
+    assert failed["status"] == "rolled_back"
     assert failed["hosts"] == ["prod-001", "prod-002", "prod-003"]
-    assert failed["message"].startswith("change order IT-FAIL-1 failed at stage activate: 3 of 3 host(s) failed: "
-                                        "prod-001, prod-002, prod-003: ")
+    assert failed["message"].startswith("change order IT-FAIL-1 rolled back: the rollout halted (3 of 3 host(s) "
+                                        "failed: prod-001, prod-002, prod-003: ")
+    assert failed["message"].endswith("before it changed any endpoint")
     assert "9.9.9" in failed["message"]
     status = fleet.esd_json("status", "IT-FAIL-1")
-    assert status["status"] == "failed"
+    assert status["status"] == "rolled_back"
     stage = next(step for step in status["steps"] if step["id"] == "activate")
     assert stage["hosts_failed"] == ["prod-001", "prod-002", "prod-003"]
     assert set(stage["failures"]) == {"prod-001", "prod-002", "prod-003"}
-    # Running again retries the failed stage (a new attempt) and fails the same way.
+    # A rolled-back change order is final: running it again touches no host.
     fleet.esd_json("run", "IT-FAIL-1", "--quiet", user="erin", expect_rc=1)
-    assert fleet.stage_starts("IT-FAIL-1") == ["activate", "activate"]
+    assert fleet.stage_starts("IT-FAIL-1") == ["activate"]
 
 
 def test_a_stage_whose_playbook_is_not_built_says_so(fleet):
@@ -78,4 +81,4 @@ def test_a_second_concurrent_run_is_refused_naming_the_holder(fleet):
         assert "pid %d" % first.pid in second.stderr
     finally:
         assert first.wait(timeout=600) == 0
-    assert fleet.stage_starts("IT-LOCK-1") == ["remove"]
+    assert fleet.stage_starts("IT-LOCK-1") == ["remove_beta", "remove_wave_1"]
