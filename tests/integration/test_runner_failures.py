@@ -12,7 +12,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from test_runner_support import DEMO_INVENTORY, fleet  # noqa: E402,F401
+from test_runner_support import DEMO_INVENTORY, REPO, fleet  # noqa: E402,F401
 
 pytestmark = pytest.mark.integration
 
@@ -56,6 +56,16 @@ def test_a_stage_whose_playbook_is_not_built_says_so(fleet):
     document = _change_order("IT-IMAGE-1", "prepare_image",
                              image={"family": "std-server", "version": "2026.1", "source": DEMO_INVENTORY})
     path = fleet.write(document, "image.yml")
+    # every playbook exists in this repository now: run against a copy of the project that lacks one
+    project = os.path.join(os.path.dirname(path), "project-without-build-image")
+    os.makedirs(os.path.join(project, "playbooks"))
+    for name in os.listdir(REPO):
+        if name != "playbooks":
+            os.symlink(os.path.join(REPO, name), os.path.join(project, name))
+    for name in os.listdir(os.path.join(REPO, "playbooks")):
+        if name != "build_image.yml":
+            os.symlink(os.path.join(REPO, "playbooks", name), os.path.join(project, "playbooks", name))
+    fleet.env = dict(fleet.env, ESD_PROJECT_DIR=project)
     result = fleet.esd_json("run", path, "--quiet", user="bob", expect_rc=1)
     assert result["message"] == ("change order IT-IMAGE-1 failed at stage build_image: playbook "
                                  "playbooks/build_image.yml is not built yet in this project: request type "
