@@ -45,7 +45,8 @@ import stat
 import subprocess
 import tarfile
 import tempfile
-import urllib.request
+
+from ansible.module_utils.urls import open_url
 
 from ansible_collections.esd.osp.plugins.module_utils import _sbom
 
@@ -161,7 +162,7 @@ def run(cmd, what, timeout=3600, log=None, env=None):
     full_env = dict(BUILD_ENV)
     full_env.update(env or {})
     try:
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=full_env,
+        proc = subprocess.run(cmd, check=False, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=full_env,
                               stdin=subprocess.DEVNULL, timeout=timeout)
     except subprocess.TimeoutExpired as exc:
         raise ImageError("%s timed out after %d s (%s)" % (what, timeout, " ".join(cmd)))
@@ -334,9 +335,9 @@ def fetch_release(mirror, suite, timeout=30):
     for name in ("InRelease", "Release"):
         url = "%s/dists/%s/%s" % (mirror.rstrip("/"), suite, name)
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as response:  # nosec - the configured Debian mirror
-                data = response.read()
-        except (OSError, ValueError):
+            response = open_url(url, timeout=timeout)
+            data = response.read()
+        except Exception:  # open_url raises urllib, http.client and socket errors: any of them means "not here"
             continue
         match = re.search(rb"^Date:\s*(.+)$", data, re.MULTILINE)
         epoch = None
@@ -1002,8 +1003,7 @@ def walk_tree(rootfs):
             st = os.lstat(full)
             yield rel, full, st
             if stat.S_ISDIR(st.st_mode) and not (prefix == "" and name in EMPTY_DIRS):
-                for item in walk(full, rel + "/"):
-                    yield item
+                yield from walk(full, rel + "/")
     return walk(rootfs, "")
 
 
@@ -1356,4 +1356,3 @@ def remove_artifact(dest, family, version, check_mode=False):
         for path in removed:
             os.unlink(path)
     return removed
-

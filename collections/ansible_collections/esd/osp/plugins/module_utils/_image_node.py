@@ -34,7 +34,8 @@ import shutil
 import subprocess
 import tempfile
 import time
-import urllib.request
+
+from ansible.module_utils.urls import open_url
 
 STATE_FORMAT = "esd.osp/image-node/v1"
 SLOTS = ("a", "b")
@@ -115,7 +116,7 @@ class Podman(object):
     def run(self, args, what, check=True, timeout=None):
         cmd = [self.binary] + list(args)
         try:
-            proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+            proc = subprocess.run(cmd, check=False, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
                                   timeout=timeout or self.timeout)
         except subprocess.TimeoutExpired:
             raise NodeError("%s timed out (%s)" % (what, " ".join(cmd)), "podman")
@@ -271,10 +272,10 @@ class NodeManager(object):
                 fd, tmp = tempfile.mkstemp(prefix=".download-", dir=directory)
                 try:
                     with os.fdopen(fd, "wb") as out:
-                        with urllib.request.urlopen(src, timeout=60) as response:  # nosec - the depot URL given
-                            shutil.copyfileobj(response, out, CHUNK)
+                        response = open_url(src, timeout=60)
+                        shutil.copyfileobj(response, out, CHUNK)
                     os.rename(tmp, path)
-                except (OSError, ValueError) as exc:
+                except Exception as exc:  # open_url raises urllib, http.client and socket errors
                     raise NodeError("cannot download %s: %s" % (src, exc), "download")
                 finally:
                     if os.path.exists(tmp):

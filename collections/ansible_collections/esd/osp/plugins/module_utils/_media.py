@@ -69,7 +69,7 @@ def xorriso(args, what, timeout=3600, env=None, binary="xorriso"):
     full_env = dict(os.environ)
     full_env.update(env or {})
     try:
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        proc = subprocess.run(cmd, check=False, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                               env=full_env, timeout=timeout)
     except subprocess.TimeoutExpired:
         raise MediaError("%s timed out (%s)" % (what, " ".join(cmd)))

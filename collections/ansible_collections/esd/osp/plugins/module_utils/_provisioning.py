@@ -82,8 +82,8 @@ def kernel_args(settings):
 def ipxe_script(settings):
     return "\n".join([
         "#!ipxe",
-        "# esd.osp provisioning: install %s %s (image sha256 %s)" % (settings["family"], settings["version"],
-                                                                    settings["image_sha256"]),
+        "# esd.osp provisioning: install %s %s (image sha256 %s)" % (
+            settings["family"], settings["version"], settings["image_sha256"]),
         "dhcp",
         "set base %s" % settings["netboot_url"],
         "kernel ${base}/linux initrd=initrd.gz %s" % kernel_args(settings),
@@ -305,7 +305,7 @@ def validate_preseed(path, debconf="debconf-set-selections"):
             problems.append("the preseed does not answer %s (needed for an unattended install)" % question)
     validator = "builtin"
     if shutil.which(debconf):
-        proc = subprocess.run([debconf, "--checkonly", path], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        proc = subprocess.run([debconf, "--checkonly", path], check=False, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               stdin=subprocess.DEVNULL)
         validator = "debconf-set-selections --checkonly"
         if proc.returncode != 0 or proc.stdout.strip():
@@ -314,7 +314,7 @@ def validate_preseed(path, debconf="debconf-set-selections"):
 
 
 def validate_shell(path):
-    proc = subprocess.run(["sh", "-n", path], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    proc = subprocess.run(["sh", "-n", path], check=False, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     return ([] if proc.returncode == 0 else ["sh -n: %s" % proc.stdout.decode("utf-8", "replace").strip()]), "sh -n"
 
 
@@ -337,7 +337,7 @@ def validate_cloud_config(path, load, schema_path=None, jsonschema=None, cloud_i
         return ["user-data must start with #cloud-config"], "builtin"
     binary = shutil.which(cloud_init)
     if binary:
-        proc = subprocess.run([binary, "schema", "--config-file", path], stdout=subprocess.PIPE,
+        proc = subprocess.run([binary, "schema", "--config-file", path], check=False, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         output = proc.stdout.decode("utf-8", "replace").strip()
         return ([] if proc.returncode == 0 else ["cloud-init schema: %s" % output]), "cloud-init schema"
@@ -407,7 +407,7 @@ def write_seed_iso(directory, target, epoch, binary="xorriso"):
         env = dict(os.environ, SOURCE_DATE_EPOCH=str(epoch))
         proc = subprocess.run([binary, "-no_rc", "-report_about", "WARNING", "-outdev", target, "-volid", "CIDATA",
                                "-joliet", "on", "-volume_date", "all_file_dates", "set_to_mtime", "-map", staging, "/",
-                               "-commit"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                               "-commit"], check=False, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
                               stdin=subprocess.DEVNULL)
         if proc.returncode != 0:
             raise ProvisioningError("writing the cloud-init seed ISO failed: %s" % proc.stdout.decode("utf-8", "replace"))

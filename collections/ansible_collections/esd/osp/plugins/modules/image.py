@@ -27,7 +27,7 @@ description:
   - With O(cache_dir), downloaded C(.deb) files and whole debootstrap results are cached; a cached base is reused
     only while the mirror's Release file is unchanged.
 author:
-  - esd.osp developers
+  - esd.osp developers (@esd-osp)
 options:
   state:
     description: What to do; see the description.
@@ -95,11 +95,15 @@ options:
 requirements:
   - root on the build host, C(debootstrap), C(tar), C(chroot) and C(mount)
   - PyYAML on the build host
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 notes:
   - Image archives are unpacked (image updates, C(podman import)) as trusted content, with their owners, device-less;
     verify their sha256 (O(base_sha256)) when they come from elsewhere.

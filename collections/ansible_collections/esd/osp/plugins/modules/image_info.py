@@ -18,7 +18,7 @@ description:
     manifest's digest and package count, the build-time hardening results and the sha256sum file.
   - With O(compare_to) (another image archive, or a CycloneDX SBOM file) the SBOM diff between the two is returned.
 author:
-  - esd.osp developers
+  - esd.osp developers (@esd-osp)
 options:
   path:
     description: The image archive (C(<family>-<version>.rootfs.tar.gz)).
@@ -44,11 +44,15 @@ options:
     description: Fail when validation finds problems (otherwise they are only reported).
     type: bool
     default: false
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 seealso:
   - module: esd.osp.image
 """

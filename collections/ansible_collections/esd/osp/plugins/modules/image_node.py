@@ -21,7 +21,7 @@ description:
     with its sha256) after its sha256 is verified; O(src) may be a path or an C(http(s)://) URL (a depot).
   - The node's state is kept in C(<state_dir>/<name>.json) on the virtualisation host.
 author:
-  - esd.osp developers
+  - esd.osp developers (@esd-osp)
 options:
   name:
     description: The node's name (container names and the hostname derive from it).
@@ -101,11 +101,15 @@ options:
     description: The podman executable.
     type: str
     default: podman
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
   diff_mode:
     support: full
+  platform:
+    platforms: posix
 notes:
   - podman runs with the environment of the task, so E(CONTAINERS_CONF) and E(CONTAINER_HOST) apply.
 seealso:

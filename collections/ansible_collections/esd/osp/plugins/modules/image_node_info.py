@@ -14,7 +14,7 @@ description:
   - Reads the node state files of M(esd.osp.image_node) on a virtualisation host and checks them against podman
     (which slot's container runs). Never changes anything.
 author:
-  - esd.osp developers
+  - esd.osp developers (@esd-osp)
 options:
   name:
     description: Only report these nodes (all nodes when empty).
@@ -29,11 +29,15 @@ options:
     description: The podman executable.
     type: str
     default: podman
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 seealso:
   - module: esd.osp.image_node
 """

@@ -20,7 +20,7 @@ description:
     C(SHA256SUMS) and C(MEDIA.json)) and unpacks it into O(dest), so that packages can be installed from it.
   - O(state=absent) removes the ISO and its sha256sum file from O(dest).
 author:
-  - esd.osp developers
+  - esd.osp developers (@esd-osp)
 options:
   state:
     description: What to do; see the description.
@@ -77,11 +77,15 @@ options:
     default: false
 requirements:
   - xorriso (Debian package xorriso)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 seealso:
   - module: esd.osp.media_info
   - module: esd.osp.image

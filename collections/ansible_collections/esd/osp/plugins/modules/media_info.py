@@ -15,7 +15,7 @@ description:
     check of the session and every file, and checks every file against C(SHA256SUMS) and C(MEDIA.json) (reading
     them through a temporary copy that is removed again). Never changes anything.
 author:
-  - esd.osp developers
+  - esd.osp developers (@esd-osp)
 options:
   path:
     description: The ISO file.
@@ -30,11 +30,15 @@ options:
     default: false
 requirements:
   - xorriso (Debian package xorriso)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 seealso:
   - module: esd.osp.media
 """

@@ -23,7 +23,7 @@ description:
     validator used for each file. An invalid mechanism is never written.
   - The files are served from O(http_base) (the directory O(dest) published by a web server, for example a depot).
 author:
-  - esd.osp developers
+  - esd.osp developers (@esd-osp)
 options:
   family:
     description: Image family.
@@ -129,11 +129,15 @@ options:
     default: present
 requirements:
   - PyYAML; jsonschema for the schema validation without cloud-init; xorriso for the seed ISO
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 seealso:
   - module: esd.osp.image
   - module: esd.osp.media

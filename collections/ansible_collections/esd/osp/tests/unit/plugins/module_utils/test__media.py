@@ -36,8 +36,8 @@ def test_build_and_verify(tmp_path, files):
     assert result["changed"] and result["volume_id"] == "TOOLS_2026Q2_1"
     assert open(result["checksums"]).read() == "%s  tools-2026q2-1.iso\n" % result["sha256"]
     listing = _media.list_media(result["path"])
-    assert [f["path"] for f in listing] == ["MEDIA.json", "README.txt", "SHA256SUMS", "packages/alpha-1.0.0.esdpkg",
-                                           "packages/beta-2.1.0.esdpkg"]
+    assert [f["path"] for f in listing] == [
+        "MEDIA.json", "README.txt", "SHA256SUMS", "packages/alpha-1.0.0.esdpkg", "packages/beta-2.1.0.esdpkg"]
     assert listing[3]["size"] == os.path.getsize(files[0]["src"])
     verified = _media.verify_media(result["path"], result["sha256"])
     assert verified["valid"] and verified["md5_check"] == "match" and verified["problems"] == []

@@ -132,8 +132,8 @@ def test_preseed_checks(tmp_path):
 def test_cloud_config_against_the_schema(tmp_path, schema_file):
     path = tmp_path / "user-data"
     path.write_text("#cloud-config\nhostname: 5\nssh_pwauth: 'no'\nfavourite_colour: blue\n")
-    problems, validator = _provisioning.validate_cloud_config(str(path), yaml.safe_load, schema_file, jsonschema,
-                                                               cloud_init="no-such-cloud-init")
+    problems, validator = _provisioning.validate_cloud_config(
+        str(path), yaml.safe_load, schema_file, jsonschema, cloud_init="no-such-cloud-init")
     assert "hostname: 5 is not of type 'string'" in problems
     assert "ssh_pwauth: 'no' is not of type 'boolean'" in problems
     assert "unknown top-level key 'favourite_colour' (not in cloud-init's schema)" in problems
@@ -143,8 +143,8 @@ def test_cloud_config_against_the_schema(tmp_path, schema_file):
 def test_cloud_config_without_a_schema_is_checked_structurally(tmp_path):
     path = tmp_path / "user-data"
     path.write_text("#cloud-config\nusers: admin\nrunrcmd: [ls]\n")
-    problems, validator = _provisioning.validate_cloud_config(str(path), yaml.safe_load, None, None,
-                                                               cloud_init="no-such-cloud-init")
+    problems, validator = _provisioning.validate_cloud_config(
+        str(path), yaml.safe_load, None, None, cloud_init="no-such-cloud-init")
     assert validator.startswith("builtin")
     assert problems == ["unknown top-level key 'runrcmd'", "users must be a list"]
     path.write_text("hostname: x\n")
