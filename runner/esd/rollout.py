@@ -30,7 +30,7 @@ import time
 import urllib.error
 import urllib.request
 
-from esd import distribution_report, identity, problems, siteconfig, triage
+from esd import distribution_report, identity, problems, report, siteconfig, triage
 from esd.gates import APPROVED, DENIED
 from esd.ledger import timestamp
 
@@ -121,6 +121,8 @@ def before_stage(engine, entry, co, state, planned, record, actor):
     role = planned.get("rollout_role")
     step_id = planned["id"]
     if role in HALTABLE and halted(state):
+        if record.get("status") == "halted":
+            return SKIP
         halt = halted(state)
         record.update(status="halted", reason="not started: the rollout halted at %s (%s)" % (halt["step"],
                                                                                               halt["reason"]))
@@ -493,6 +495,7 @@ def _verdict(engine, entry, co, state, planned, record, actor):
         engine._notify(co, entry, state, "failed", "Change order %s rolled back" % co.id,
                        "%s\n\nDistribution report: %s" % (text, paths.get("markdown")),
                        data={"verdict": verdict})
+        report.write_reports(state, entry)          # a final change order gets its reports, like a completed one
         failed = sorted(host for host, endpoint in endpoints.items()
                         if endpoint["class"] != "not_reached" and not endpoint.get("halt_rollback")
                         and triage.final_status(endpoint) != "success")

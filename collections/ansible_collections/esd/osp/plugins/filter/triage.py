@@ -170,8 +170,8 @@ def classify_run(records, health_check=False, reversible=True):
             rc = record.get("rc")
             where = "phase %s%s" % (phase, ", rc %s" % rc if rc is not None else "") if phase else ""
             if health_check:
-                reason = "health check failed after the deployment (task %s): %s" % (record.get("task"),
-                                                                                    _detail(record))
+                reason = "health check failed after the deployment (task %s): %s" % (
+                    record.get("task"), _detail(record))
                 klass = "rollback"
             elif phase in REDISTRIBUTE_PHASES:
                 reason = "%s (%s): %s" % (REDISTRIBUTE_PHASES[phase], where, _detail(record))
