@@ -296,7 +296,9 @@ RELEASE_REPOSITORY_STAGES: tuple = (_promote_to_test(Ref("build", "artifact.path
 ANNOUNCE_DEPLOYMENT = Notify("announce", "Notify stakeholders of the scheduled distribution", "deployment_scheduled")
 
 _ESD_PRODUCTION = ("software.name", "software.version", "targets.hosts", "backout.plan")
-_ESD_INSTALL = _ESD_PRODUCTION + ("software.artifact", "software.sha256", "backout.rehearsed_in")
+# spec.software.artifact is optional: without it each host takes the package from its depot (depot_url), pinned to
+# the signed production index, and spec.software.sha256 must be the digest that index lists.
+_ESD_INSTALL = _ESD_PRODUCTION + ("software.sha256", "backout.rehearsed_in")
 
 ESD_TYPES = (
     RequestType("prepare_package", ESD, "Prepare new software or patch (build a package)",

@@ -368,7 +368,9 @@ class Engine:
             record["pid"], record["pid_start"] = pid, _process_start(pid)
             entry.write_state(state)
 
-        extravars = dict(inputs)
+        # An optional change-order field that is absent is not passed at all, so the playbook's own default
+        # applies (install without spec.software.artifact takes the package from each host's depot).
+        extravars = {key: value for key, value in inputs.items() if value is not None}
         extravars.update(rollout.stage_extravars(state, planned, record))
         extravars["esd_change_order"] = co.id
         if planned.get("target_pattern"):

@@ -1,6 +1,6 @@
 """Production stages take the package from the host's depot, pinned to the signed production index: a tampered
 index on the depot makes the install refuse with a clear error before any host changes; once the depot publishes
-the signed index again, the same activation installs from the depot."""
+the signed index again, the same install takes the package from the depot."""
 
 from __future__ import annotations
 
@@ -44,12 +44,21 @@ def _release_to_the_depot(fleet):
         "promote_test_record": {"id": "IT-TEST-1", "name": "hello-agent", "version": "1.1.0", "sha256": digest,
                                 "result": "passed"}}))
     _playbook(fleet, "distribute.yml")
-    return digest
+    return artifact, digest
 
 
 def test_a_tampered_depot_index_refuses_the_install_and_changes_no_host(seeded_fleet):
     fleet = seeded_fleet
-    digest = _release_to_the_depot(fleet)
+    artifact, digest = _release_to_the_depot(fleet)
+    # The test site rehearsed the backout of this artifact (production approval needs it).
+    fleet.esd_json("run", fleet.write({
+        "apiVersion": "esd.osp/v1", "kind": "ChangeOrder",
+        "metadata": {"id": "IT-TEST-1", "title": "integration: test hello-agent 1.1.0", "requester": "alice",
+                     "requested_completion": "2030-01-01"},
+        "spec": {"type": "test_package",
+                 "software": {"name": "hello-agent", "version": "1.1.0", "artifact": artifact, "sha256": digest,
+                              "builder": "bob"},
+                 "targets": {"inventory": DEMO_INVENTORY}}}, "IT-TEST-1.yml"), "--quiet", user="carol", expect_rc=3)
     depot = os.path.join(fleet.root, "hosts", "depot-01", "srv", "esd", "depot")
     assert os.path.isfile(os.path.join(depot, "blobs", "sha256", digest))
     index_path = os.path.join(depot, "channels", "production.json")
@@ -62,22 +71,24 @@ def test_a_tampered_depot_index_refuses_the_install_and_changes_no_host(seeded_f
     with open(index_path, "w", encoding="utf-8") as handle:
         json.dump(index, handle, indent=1, sort_keys=True)
 
-    def activate(change_order_id):
+    def install(change_order_id):
+        # No spec.software.artifact: each host takes the package from its depot, pinned to the signed index.
         document = {"apiVersion": "esd.osp/v1", "kind": "ChangeOrder",
-                    "metadata": {"id": change_order_id, "title": "integration: activate from the depot",
+                    "metadata": {"id": change_order_id, "title": "integration: install from the depot",
                                  "requester": "alice", "requested_completion": "2030-01-01"},
-                    "spec": {"type": "activate", "software": {"name": "hello-agent", "version": "1.1.0"},
+                    "spec": {"type": "install",
+                             "software": {"name": "hello-agent", "version": "1.1.0", "sha256": digest},
                              "targets": {"inventory": DEMO_INVENTORY, "hosts": "beta"},
-                             "backout": {"plan": "re-activate 1.0.0"}}}
+                             "backout": {"plan": "re-activate 1.0.0", "rehearsed_in": "IT-TEST-1"}}}
         path = fleet.write(document, "%s.yml" % change_order_id)
         fleet.esd_json("run", path, "--quiet", user="erin", expect_rc=3)
         fleet.esd_json("approve", change_order_id, "--gate", "change_board", user="dave")
         result = fleet.esd("run", change_order_id, "--quiet", "--json", user="erin")
         return result.returncode, fleet.state(change_order_id)
 
-    rc, state = activate(CO)
+    rc, state = install(CO)
     assert rc != 0 and state["status"] != "succeeded"
-    stage = state["steps"]["activate"]
+    stage = state["steps"]["install"]
     assert stage["status"] == "failed"
     assert sorted(stage["failures"]) == BETA
     for host in BETA:
@@ -94,10 +105,10 @@ def test_a_tampered_depot_index_refuses_the_install_and_changes_no_host(seeded_f
         assert not os.path.exists(os.path.join(fleet.root, "hosts", host, "opt", "esd", "hello-agent", "releases",
                                                "1.1.0"))
 
-    # The depot publishes the signed index again: the same activation installs from the depot, pinned.
+    # The depot publishes the signed index again: the same install takes the package from the depot, pinned.
     with open(index_path, "w", encoding="utf-8") as handle:
         handle.write(original)
-    rc, state = activate(CO + "-AGAIN")
+    rc, state = install(CO + "-AGAIN")
     assert (rc, state["status"]) == (0, "succeeded")
     assert {host: active(r) for host, r in fleet.software("beta").items()} == {host: "1.1.0" for host in BETA}
     for host in BETA:

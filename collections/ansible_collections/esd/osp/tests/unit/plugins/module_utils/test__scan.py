@@ -16,7 +16,6 @@ from ansible_collections.esd.osp.plugins.module_utils._scan import ScanError, sc
 EICAR = ("X5O!P%@AP[4\\PZX54(P^)7CC)7}$" + "EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*").encode()
 
 
-
 @pytest.fixture
 def database(tmp_path):
     db = tmp_path / "db"
