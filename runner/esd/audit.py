@@ -1,9 +1,13 @@
 """Audit before and after: software-inventory snapshots of a production stage's targets, and their diff.
 
-Before the first attempt and after every attempt of a production stage whose hosts are the change
-order's targets, the engine runs ``playbooks/audit.yml`` (``esd.osp.software_info`` plus the running
-image's embedded manifest) on exactly those hosts, through the same ansible-runner path as a stage
-(``stages/<step>/attempt-<n>/audit-<when>/``). The result is kept in the ledger as::
+Every production stage whose hosts are the change order's targets gets a snapshot of those hosts before its
+first attempt and after every attempt. Software change orders read them from the stage itself: the runner
+passes ``software_inventory=true`` and esd.osp.software returns the host's whole inventory as it found it and
+as it left it (one module call per host, no extra run); only hosts on which the module did not run are read
+afterwards with ``playbooks/audit.yml``. Image change orders run ``playbooks/audit.yml``
+(``esd.osp.software_info`` plus the running image's embedded manifest) on exactly those hosts before and after,
+through the same ansible-runner path as a stage (``stages/<step>/attempt-<n>/audit-<when>/``). The result is
+kept in the ledger as::
 
     audit/<step>-before.json   the hosts as the first attempt found them (the baseline; never rewritten)
     audit/<step>-after.json    the hosts after the latest attempt
@@ -82,6 +86,116 @@ def _next_audited(state, planned):
     return None
 
 
+def read_by_the_stage(state, planned, limit=None):
+    """Whether the stage's own esd.osp.software calls report its targets' inventory (``software_inventory``).
+
+    True for the production stages of software change orders: their playbooks change software only through
+    esd.osp.software, which returns the host's whole inventory as it found it and as it left it, so the
+    snapshots cost no module call of their own. Image change orders also read the running image: audit.yml.
+    """
+    return state["change_order"].get("category") != "OSP" and audited_hosts(state, planned, limit) is not None
+
+
+def stage_inventories(private_data_dir):
+    """{host: {"before": [...], "after": [...], "error": str or None}} from esd.osp.software's job events.
+
+    A host on which the module ran more than once (backout.yml) has the first call's before and the last
+    call's after.
+    """
+    from esd.reports.common import read_events
+
+    found = {}
+    for event in read_events(private_data_dir):
+        if event.get("event") not in ("runner_on_ok", "runner_on_failed"):
+            continue
+        data = event.get("event_data") or {}
+        action = data.get("resolved_action") or data.get("task_action") or ""
+        inventory = (data.get("res") or {}).get("inventory")
+        host = data.get("host")
+        if not host or action not in ("esd.osp.software", "software") or not isinstance(inventory, dict):
+            continue
+        record = found.setdefault(host, {"before": None, "after": None, "error": None})
+        if record["before"] is None and "before" in inventory:
+            record["before"] = inventory.get("before")
+        if "after" in inventory:
+            record["after"] = inventory.get("after")
+        record["error"] = inventory.get("error") or record["error"]
+    return found
+
+
+def _read_hosts(entry, step_id, attempt, when, hosts, probe_image, *, run, inventory, envvars, project_dir,
+                console):
+    """Run audit.yml on ``hosts``; {host: snapshot entry} (a host not read carries the reason)."""
+    outputs, outcomes, error = {}, {}, None
+    private_data_dir = os.path.join(entry.stage_dir(step_id, attempt), "audit-%s" % when)
+    try:
+        result = run(stage_id="%s.audit_%s" % (step_id, when),
+                     playbook=os.path.join(project_dir, "playbooks", PLAYBOOK), inventory=inventory,
+                     private_data_dir=private_data_dir,
+                     extravars={"esd_hosts": "all", "esd_change_order": entry.id, "audit_image": probe_image},
+                     envvars=envvars, hosts=hosts, limit_hosts=hosts)
+        outputs = read_results(private_data_dir)
+        outcomes = result.hosts or {}
+        error = result.error
+    except Exception as exc:  # noqa: BLE001 - an audit problem must never stop a production change
+        error = "the audit run raised %s: %s" % (type(exc).__name__, exc)
+        if console is not None:
+            console.info("    audit %s %s failed: %s" % (when, step_id, traceback.format_exc(limit=3)))
+    return {host: normalise_host(outputs.get(host), outcomes.get(host), error, probe_image) for host in hosts}
+
+
+def _snapshot(entry, step_id, attempt, when, seconds, hosts, **extra):
+    return dict({"format": SNAPSHOT_FORMAT, "change_order": entry.id, "stage": step_id, "attempt": attempt,
+                 "when": when, "taken_at": ledger_mod.timestamp(), "seconds": round(seconds, 3),
+                 "image_probed": False, "hosts": hosts}, **extra)
+
+
+def _snapshots_from_the_stage(entry, state, planned, attempt, hosts, *, run, inventory, envvars, project_dir,
+                              console):
+    """Write the stage's before (unless an earlier attempt did) and after snapshots from its own events.
+
+    Hosts on which esd.osp.software did not run in this attempt (unreachable, refused before any change) are
+    read once with audit.yml; as the stage's playbooks change software only through esd.osp.software, that read
+    stands for their before as well, unless an earlier attempt of the stage reported it.
+    """
+    step_id = planned["id"]
+    before_path = snapshot_path(entry, step_id, "before")
+    need_before = not os.path.exists(before_path)
+    befores = {}
+    if need_before:
+        for number in range(1, attempt + 1):
+            for host, data in stage_inventories(entry.stage_dir(step_id, number)).items():
+                if host in hosts and host not in befores and data["before"] is not None:
+                    befores[host] = data
+    current = {host: data for host, data in stage_inventories(entry.stage_dir(step_id, attempt)).items()
+               if host in hosts and data["after"] is not None}
+    unread = [host for host in hosts if host not in current]
+    started = time.time()
+    read_after = _read_hosts(entry, step_id, attempt, "after", unread, False, run=run, inventory=inventory,
+                             envvars=envvars, project_dir=project_dir, console=console) if unread else {}
+    seconds = time.time() - started
+
+    def from_module(data, when):
+        entry_ = normalise_host({"packages": data[when] or [], "image": None}, image_probed=False)
+        if data["error"]:
+            entry_["error"] = "esd.osp.software could not read the inventory: %s" % data["error"]
+        return entry_
+
+    if need_before:
+        hosts_before = {host: from_module(befores[host], "before") if host in befores else read_after[host]
+                        if host in read_after else normalise_host(None, None, "esd.osp.software reported no "
+                                                                  "inventory before the stage", False)
+                        for host in hosts}
+        _record(entry, state, before_path, _snapshot(
+            entry, step_id, attempt, "before", 0.0, hosts_before, read_with="esd.osp.software",
+            read_after_the_stage=sorted(host for host in hosts if host not in befores)), console)
+    hosts_after = {host: from_module(current[host], "after") if host in current else read_after[host]
+                   for host in hosts}
+    return _record(entry, state, snapshot_path(entry, step_id, "after"), _snapshot(
+        entry, step_id, attempt, "after", seconds, hosts_after, read_with="esd.osp.software",
+        read_with_audit_playbook=unread), console)
+
+
 def take_snapshot(entry, state, planned, when, attempt, *, run, inventory, envvars, project_dir, console=None,
                   limit=None):
     """Snapshot the stage's targets ``before``/``after`` an attempt; return the snapshot, or None when not audited.
@@ -94,6 +208,11 @@ def take_snapshot(entry, state, planned, when, attempt, *, run, inventory, envva
     hosts = audited_hosts(state, planned, limit)
     if not hosts:
         return None
+    if read_by_the_stage(state, planned, limit):
+        if when == "before":
+            return None         # esd.osp.software reads it as it starts, on every host
+        return _snapshots_from_the_stage(entry, state, planned, attempt, hosts, run=run, inventory=inventory,
+                                         envvars=envvars, project_dir=project_dir, console=console)
     step_id = planned["id"]
     path = snapshot_path(entry, step_id, when)
     if when == "before" and os.path.exists(path):
@@ -107,24 +226,9 @@ def take_snapshot(entry, state, planned, when, attempt, *, run, inventory, envva
     following = _next_audited(state, planned) if when == "after" else None
     extra = [host for host in audited_hosts(state, following) or [] if host not in hosts] if following else []
     started = time.time()
-    error = None
-    outputs, outcomes = {}, {}
-    private_data_dir = os.path.join(entry.stage_dir(step_id, attempt), "audit-%s" % when)
     # Software change orders cannot change the running image: probe it only for image change orders.
-    try:
-        result = run(stage_id="%s.audit_%s" % (step_id, when),
-                     playbook=os.path.join(project_dir, "playbooks", PLAYBOOK), inventory=inventory,
-                     private_data_dir=private_data_dir,
-                     extravars={"esd_hosts": "all", "esd_change_order": entry.id, "audit_image": probe_image},
-                     envvars=envvars, hosts=hosts + extra, limit_hosts=hosts + extra)
-        outputs = read_results(private_data_dir)
-        outcomes = result.hosts or {}
-        error = result.error
-    except Exception as exc:  # noqa: BLE001 - an audit problem must never stop a production change
-        error = "the audit run raised %s: %s" % (type(exc).__name__, exc)
-        if console is not None:
-            console.info("    audit %s %s failed: %s" % (when, step_id, traceback.format_exc(limit=3)))
-    read = {host: normalise_host(outputs.get(host), outcomes.get(host), error, probe_image) for host in hosts + extra}
+    read = _read_hosts(entry, step_id, attempt, when, hosts + extra, probe_image, run=run, inventory=inventory,
+                       envvars=envvars, project_dir=project_dir, console=console)
     snapshot = {
         "format": SNAPSHOT_FORMAT,
         "change_order": entry.id,
@@ -156,7 +260,9 @@ def _record(entry, state, path, snapshot, console):
     if console is not None:
         console.info("    audit: software inventory of %d host(s) %s %s (%s%s)" % (
             len(snapshot["hosts"]), snapshot["when"], snapshot["stage"],
-            "read with %s" % snapshot["read_with"] if snapshot.get("read_with") else "%.1fs" % snapshot["seconds"],
+            ("read with %s" % snapshot["read_with"] if snapshot.get("read_with") else "%.1fs" % snapshot["seconds"])
+            + (", %d read with audit.yml in %.1fs" % (len(snapshot["read_with_audit_playbook"]), snapshot["seconds"])
+               if snapshot.get("read_with_audit_playbook") else ""),
             ", %d unread" % len(unread) if unread else ""))
     return snapshot
 

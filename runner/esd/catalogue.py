@@ -242,9 +242,15 @@ RELEASE_SOURCE = {
 }
 
 
-def _repository_stage(stage_id, title, playbook, target=None, **inputs):
-    return Stage(stage_id, title, SITE_PRODUCTION, playbook, target=target,
-                 inputs={**SOFTWARE_IDENTITY, **inputs})
+def _retire_stage(stage_id, title, action):
+    """retire.yml (retire, archive_retire) or delete_package.yml on the change order's hosts and depots."""
+    if action == "delete_package":
+        return Stage(stage_id, title, SITE_PRODUCTION, "delete_package.yml", target="hosts",
+                     inputs={**SOFTWARE_IDENTITY, "esd_user": Actor()}, outputs={"esd_retirement": "retirement"})
+    return Stage(stage_id, title, SITE_PRODUCTION, "retire.yml",
+                 inputs={"retire_name": Field("software.name"), "retire_version": Field("software.version"),
+                         "retire_action": action, "esd_user": Actor()},
+                 outputs={"esd_retirement": "retirement"})
 
 
 # promote.yml's variables (see the top of playbooks/promote.yml). Extra vars are templated by Ansible, so the
@@ -371,18 +377,16 @@ ESD_TYPES = (
                 requires=("software.name", "targets.hosts", "backout.plan")),
     RequestType("delete_package", ESD, "Delete a package from defined nodes or depots (not an uninstall)",
                 (DEPLOYMENT_PLAN, CHANGE_BOARD,
-                 _repository_stage("delete_package", "Delete the package from the nodes/depots",
-                                   "delete_package.yml", target="hosts")),
+                 _retire_stage("delete_package", "Delete the package from the nodes' caches and the depots",
+                               "delete_package")),
                 requires=("software.name", "software.version", "targets.hosts", "backout.plan")),
     RequestType("retire", ESD, "Remove a package and its updates from the repository and all depots, no archive",
                 (DEPLOYMENT_PLAN, CHANGE_BOARD,
-                 _repository_stage("retire", "Retire the package from the repository and depots", "retire.yml",
-                                   retire_archive=False)),
+                 _retire_stage("retire", "Retire the package from the repository and depots", "retire")),
                 requires=("software.name", "backout.plan")),
     RequestType("archive_retire", ESD, "Archive a package and its updates, then retire it",
                 (DEPLOYMENT_PLAN, CHANGE_BOARD,
-                 _repository_stage("archive_retire", "Archive, then retire the package", "retire.yml",
-                                   retire_archive=True)),
+                 _retire_stage("archive_retire", "Archive, then retire the package", "archive_retire")),
                 requires=("software.name", "backout.plan")),
     RequestType("software_release", ESD,
                 "End to end: build, test, approvals, promote, distribute, beta, go/no-go, waves, commit",

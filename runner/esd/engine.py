@@ -373,6 +373,8 @@ class Engine:
         extravars = {key: value for key, value in inputs.items() if value is not None}
         extravars.update(rollout.stage_extravars(state, planned, record))
         extravars["esd_change_order"] = co.id
+        if audit.read_by_the_stage(state, planned, rollout.stage_limit(state, planned, record)):
+            extravars["software_inventory"] = True
         if planned.get("target_pattern"):
             extravars["esd_hosts"] = planned["target_pattern"]
         envvars = project.ansible_environment(self.project_dir)

@@ -142,6 +142,11 @@ class SimulatedFleet:
             tasks = TEST_TASKS if name == "test_package.yml" else BUILD_TASKS if name.startswith("build_") else (
                 "Software | apply | Bring %s to its state" % extravars.get("software_name"),)
             failed_at = {}
+            # Like esd.osp.software with inventory=true (software_inventory): the host's whole inventory as the
+            # module found it and as it left it, on its ok and failed results.
+            reports_inventory = bool(extravars.get("software_inventory")) and len(tasks) == 1
+            befores = {host: self.describe(host) for host in targets} if reports_inventory else {}
+            deferred = []
             for number, task in enumerate(tasks):
                 events.task(task, "esd.osp.software")
                 for host in targets:
@@ -154,11 +159,16 @@ class SimulatedFleet:
                         kind = "runner_on_unreachable" if how == "unreachable" else "runner_on_failed"
                         message = ("Failed to activate: health check exited 3; reverted to the previous version"
                                    if how == "reverted" else "%s failed on %s" % (task, host))
-                        events.result(host, kind, {"failed": True, "msg": message,
-                                                   "phase": "health_check" if how == "reverted" else "apply"})
+                        res = {"failed": True, "msg": message, "phase": "health_check" if how == "reverted" else "apply"}
+                        if reports_inventory and kind == "runner_on_failed":
+                            deferred.append((host, kind, res))
+                        else:
+                            events.result(host, kind, res)
                         failed_at[host] = (task, message, how)
                     elif "post-build" in task:
                         events.result(host, "runner_on_skipped", {"skip_reason": "Conditional result was False"})
+                    elif reports_inventory:
+                        deferred.append((host, "runner_on_ok", {"changed": True}))
                     else:
                         events.result(host, "runner_on_ok", {"changed": True})
             for host in targets:
@@ -171,6 +181,8 @@ class SimulatedFleet:
                 else:
                     self._apply(host, name, extravars)
                     outcomes[host] = HostOutcome(host, "ok", True)
+            for host, kind, res in deferred:
+                events.result(host, kind, dict(res, inventory={"before": befores[host], "after": self.describe(host)}))
             if name == "build_package.yml":
                 with open(os.path.join(extravars["build_package_src"], "package.yml"), encoding="utf-8") as handle:
                     spec = yaml.safe_load(handle)

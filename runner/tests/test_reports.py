@@ -150,13 +150,14 @@ def test_production_stages_are_snapshotted_before_and_after_and_recorded_in_the_
     for record in records:                       # the log holds each snapshot's digest
         with open(os.path.join(entry.path, record["data"]["file"]), "rb") as handle:
             assert hashlib.sha256(handle.read()).hexdigest() == record["data"]["sha256"]
-    # Back-to-back waves share one audit run: a wave's "after" also read the next wave's "before".
-    assert [r["data"]["read_with"] for r in records if r["data"]["when"] == "before"] == [
-        None, "install_beta-after", "install_wave_1-after", "install_wave_2-after", None]
-    audit_runs = [call for call in fleet.calls if call["playbook"] == "audit.yml"]
-    assert len(audit_runs) == 7
-    assert audit_runs[1]["hosts"] == ["prod-001", "prod-002", "prod-003"] + PRODUCTION[3:10]
-    assert all(call["extravars"]["audit_image"] is False for call in audit_runs)   # a software change order
+    # A software change order's snapshots come from the stages' own esd.osp.software calls (software_inventory):
+    # no audit.yml run at all when every host reported.
+    assert {r["data"]["read_with"] for r in records} == {"esd.osp.software"}
+    assert [call["playbook"] for call in fleet.calls if call["playbook"] == "audit.yml"] == []
+    production_calls = [call for call in fleet.calls if call["stage"] in production]
+    assert production_calls and all(call["extravars"]["software_inventory"] is True for call in production_calls)
+    assert all("software_inventory" not in call["extravars"] for call in fleet.calls
+               if call["stage"] not in production)
     before = audit.read_snapshot(entry, "install_wave_1", "before")
     jsonschema.validate(before, schema.SNAPSHOT)
     assert before["hosts"]["prod-004"]["packages"]["hello-agent"]["active"] == "1.0.0"
@@ -184,6 +185,13 @@ def test_a_stage_retried_keeps_its_first_baseline_and_the_latest_after(workspace
     assert audit.read_snapshot(entry, "commit", "after")["attempt"] == 1
     assert audit.read_snapshot(entry, "commit", "after")["hosts"]["prod-012"]["packages"]["hello-agent"][
         "committed"] == "1.0.0"
+    # The unreachable host did not report its inventory: it alone was read with audit.yml after the stage, and
+    # (never reached by esd.osp.software) that read is its baseline too.
+    assert audit.read_snapshot(entry, "commit", "after")["read_with_audit_playbook"] == ["prod-012"]
+    assert first_before["read_after_the_stage"] == ["prod-012"]
+    assert [call["hosts"] for call in fleet.calls if call["playbook"] == "audit.yml"] == [["prod-012"]]
+    assert first_before["hosts"]["prod-012"]["packages"]["hello-agent"]["committed"] == "1.0.0"
+    assert first_before["hosts"]["prod-011"]["packages"]["hello-agent"]["committed"] == "1.0.0"
     assert drive(engine, CO).status == "succeeded"
     assert audit.read_snapshot(entry, "commit", "before") == first_before
     after = audit.read_snapshot(entry, "commit", "after")

@@ -115,3 +115,58 @@ def test_a_tampered_depot_index_refuses_the_install_and_changes_no_host(seeded_f
         with open(os.path.join(fleet.root, "hosts", host, "var", "lib", "esd", "software", "hello-agent.json"),
                   encoding="utf-8") as handle:
             assert json.load(handle)["versions"]["1.1.0"]["sha256"] == digest
+
+
+def _approved_run(fleet, change_order_id, type_id, software, hosts=None):
+    spec = {"type": type_id, "software": software,
+            "targets": dict({"inventory": DEMO_INVENTORY}, **({"hosts": hosts} if hosts else {})),
+            "backout": {"plan": "promote and distribute the package again"}}
+    path = fleet.write({"apiVersion": "esd.osp/v1", "kind": "ChangeOrder",
+                        "metadata": {"id": change_order_id, "title": "integration: %s" % type_id, "requester": "alice",
+                                     "requested_completion": "2030-01-01"}, "spec": spec}, "%s.yml" % change_order_id)
+    fleet.esd_json("run", path, "--quiet", user="erin", expect_rc=3)
+    fleet.esd_json("approve", change_order_id, "--gate", "change_board", user="dave")
+    fleet.esd_json("run", change_order_id, "--quiet", user="erin")
+    return fleet.state(change_order_id)
+
+
+def _repository_versions(fleet, name="hello-agent"):
+    """{channel: [versions]} from the repository's channels, read with esd.osp.repository_info."""
+    proc = subprocess.run(["ansible", "repository", "-i", DEMO_INVENTORY, "-m", "esd.osp.repository_info", "-a",
+                           "path=%s name=%s" % (os.path.join(fleet.root, "repository"), name), "-o"],
+                          env=fleet.env, capture_output=True, text=True, cwd=REPO, timeout=300, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(proc.stdout.split("=>", 1)[1])
+    return {channel: [entry["version"] for entry in data["entries"]] for channel, data in result["channels"].items()}
+
+
+def test_delete_package_and_retire_through_the_runner(seeded_fleet):
+    fleet = seeded_fleet
+    _, digest = _release_to_the_depot(fleet)
+    depot_blob = os.path.join(fleet.root, "hosts", "depot-01", "srv", "esd", "depot", "blobs", "sha256", digest)
+    cached = os.path.join(fleet.root, "hosts", "prod-001", "var", "cache", "esd", "downloads", digest + ".esdpkg")
+    # prod-001 keeps a download of 1.1.0 in esd.osp.software's cache, as an http(s) depot download leaves it.
+    os.makedirs(os.path.dirname(cached))
+    import shutil
+    shutil.copyfile(depot_blob, cached)
+
+    # delete_package: the depot's blob and the node's cached copy go; nothing is uninstalled, the repository
+    # keeps the package.
+    state = _approved_run(fleet, "IT-DELETE-1", "delete_package", {"name": "hello-agent", "version": "1.1.0"},
+                          hosts="depot-01,prod-001")
+    assert state["status"] == "succeeded", state.get("reason")
+    # (repo-01: the repository play, which drops channel entries only when delete_package_channels names some)
+    assert sorted(state["steps"]["delete_package"]["hosts"]["ok"]) == ["depot-01", "prod-001", "repo-01"]
+    assert not os.path.exists(depot_blob) and not os.path.exists(cached)
+    assert {host: active(r) for host, r in fleet.software("prod-001").items()} == {"prod-001": "1.0.0"}
+    assert "1.1.0" in _repository_versions(fleet)["production"]
+
+    # retire: 1.1.0 leaves every channel of the repository and the depot's signed index.
+    state = _approved_run(fleet, "IT-RETIRE-1", "retire", {"name": "hello-agent", "version": "1.1.0"})
+    assert state["status"] == "succeeded", state.get("reason")
+    assert state["steps"]["retire"]["outputs"]["retirement"]["action"] == "retire"
+    assert all("1.1.0" not in versions for versions in _repository_versions(fleet).values())
+    with open(os.path.join(fleet.root, "hosts", "depot-01", "srv", "esd", "depot", "channels", "production.json"),
+              encoding="utf-8") as handle:
+        listed = {(e["name"], e["version"]) for e in json.load(handle)["entries"]}
+    assert ("hello-agent", "1.1.0") not in listed

@@ -255,6 +255,12 @@ SNAPSHOT = {
         "change_order": {"type": "string"}, "stage": {"type": "string"}, "attempt": {"type": "integer"},
         "when": {"enum": ["before", "after"]}, "taken_at": TIME, "seconds": {"type": "number"},
         "image_probed": {"type": "boolean"},
+        "read_with": {"type": ["string", "null"], "description": "esd.osp.software (the stage's own module calls "
+                      "reported it) or <stage>-after (read together with that snapshot); absent: an audit.yml run"},
+        "read_with_audit_playbook": {**STRINGS, "description": "hosts esd.osp.software did not report (unreachable, "
+                                     "refused before any change), read with audit.yml after the stage"},
+        "read_after_the_stage": {**STRINGS, "description": "in a before snapshot: hosts whose before is the read "
+                                 "after the stage (esd.osp.software never ran on them)"},
         "hosts": {"type": "object", "additionalProperties": _object({
             "packages": {"type": "object", "additionalProperties": {"type": "object", "properties": {
                 "active": NULLABLE_STRING, "committed": NULLABLE_STRING, "backups": STRINGS, "installed": STRINGS,

@@ -79,6 +79,14 @@ options:
     description: Seconds to wait for a URL to answer.
     type: int
     default: 60
+  inventory:
+    description:
+      - Also return RV(inventory), the host's whole software inventory under O(root) (every package, as
+        M(esd.osp.software_info) reports it) as found before the call and as left after it, on success and on
+        failure. The C(esd) runner's before/after audit of a production stage reads it instead of running
+        M(esd.osp.software_info) twice more on every host.
+    type: bool
+    default: false
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
 attributes:
@@ -183,6 +191,14 @@ stderr:
   returned: when a hook failed
   type: str
   sample: "connection refused"
+inventory:
+  description:
+    - The host's software inventory before and after the call, each a list of packages in the form of
+      M(esd.osp.software_info)'s C(packages); C(error) instead when the state directory could not be read.
+  returned: when O(inventory=true)
+  type: dict
+  sample: {"before": [{"name": "payroll-agent", "active": "2.4.0", "committed": "2.4.0", "status": "committed"}],
+           "after": [{"name": "payroll-agent", "active": "2.4.1", "committed": "2.4.0", "status": "uncommitted"}]}
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -193,9 +209,19 @@ from ansible_collections.esd.osp.plugins.module_utils._transaction import (
     STATES,
     SoftwareError,
     SoftwareManager,
+    describe,
     fetch_artifact,
     join_root,
+    list_states,
 )
+
+
+def read_inventory(root):
+    """Every package's software_info view under root, or None with the reason."""
+    try:
+        return [describe(state) for state in list_states(root)], None
+    except (SoftwareError, OSError, ValueError) as exc:
+        return None, getattr(exc, "msg", None) or str(exc)
 
 
 def main():
@@ -212,6 +238,7 @@ def main():
             health_check_timeout=dict(type="int", default=60),
             hook_timeout=dict(type="int", default=300),
             download_timeout=dict(type="int", default=60),
+            inventory=dict(type="bool", default=False),
         ),
         required_if=[("state", "present", ("version",)), ("state", "active", ("version",))],
         supports_check_mode=True,
@@ -225,6 +252,20 @@ def main():
     def fetch(src, sha256):
         return fetch_artifact(src, sha256, download_dir, open_url=open_url, timeout=params["download_timeout"])
 
+    inventory = {}
+    if params["inventory"]:
+        inventory["before"], problem = read_inventory(root)
+        if problem:
+            inventory["error"] = "before: %s" % problem
+
+    def finish(report, **result):
+        if params["inventory"]:
+            inventory["after"], problem = read_inventory(root)
+            if problem:
+                inventory["error"] = "; ".join(filter(None, [inventory.get("error"), "after: %s" % problem]))
+            result["inventory"] = inventory
+        report(**result)
+
     try:
         manager = SoftwareManager(
             params["name"], params["state"], version=params["version"], src=params["src"], sha256=params["sha256"],
@@ -233,17 +274,18 @@ def main():
             check_mode=module.check_mode, fetch=fetch)
         result = manager.run()
     except ArtifactError as exc:
-        module.fail_json(msg="Invalid arguments for %s: %s" % (params["name"], exc), phase="arguments", changed=False)
+        finish(module.fail_json, msg="Invalid arguments for %s: %s" % (params["name"], exc), phase="arguments",
+               changed=False)
     except SoftwareError as exc:
-        module.fail_json(msg=exc.msg, phase=exc.phase, rc=exc.rc, stdout=exc.stdout, stderr=exc.stderr,
-                         reverted=exc.reverted, changed=False)
+        finish(module.fail_json, msg=exc.msg, phase=exc.phase, rc=exc.rc, stdout=exc.stdout, stderr=exc.stderr,
+               reverted=exc.reverted, changed=False)
     except OSError as exc:
-        module.fail_json(msg="Failed to manage %s under %s: %s" % (params["name"], root or "/", exc),
-                         phase="io", changed=False)
+        finish(module.fail_json, msg="Failed to manage %s under %s: %s" % (params["name"], root or "/", exc),
+               phase="io", changed=False)
     diff = result.pop("diff")
     if module._diff:
         result["diff"] = diff
-    module.exit_json(**result)
+    finish(module.exit_json, **result)
 
 
 if __name__ == "__main__":

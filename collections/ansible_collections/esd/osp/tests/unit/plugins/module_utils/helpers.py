@@ -5,10 +5,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import textwrap
 
+import pytest
 import yaml
+from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.esd.osp.plugins.module_utils import _artifact
 
@@ -48,3 +51,13 @@ def write_source(base, name="demo", version="1.0.0", health="exit 0", files=None
 def build(src, dest, builder="bob"):
     os.makedirs(dest, exist_ok=True)
     return _artifact.build_package(src, dest, yaml.safe_load, builder)
+
+
+def run_module(module, capsys, **args):
+    """Run a module's main() with args (plus _ansible_check_mode/_ansible_diff); return its JSON result and rc."""
+    with patch_module_args(args):
+        with pytest.raises(SystemExit) as exit_info:
+            module.main()
+    result = json.loads(capsys.readouterr().out)
+    result["rc"] = exit_info.value.code
+    return result

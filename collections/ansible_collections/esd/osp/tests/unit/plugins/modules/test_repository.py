@@ -9,10 +9,9 @@ import json
 import os
 
 import pytest
-from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.esd.osp.plugins.modules import depot_channel, repository, repository_info, signing_key
-from ansible_collections.esd.osp.tests.unit.plugins.module_utils.helpers import build, write_source
+from ansible_collections.esd.osp.tests.unit.plugins.module_utils.helpers import build, run_module, write_source
 
 
 @pytest.fixture(autouse=True)
@@ -20,14 +19,7 @@ def fixed_epoch(monkeypatch):
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
 
 
-def run(module, capsys, **args):
-    """Run a module's main() with args (plus _ansible_check_mode/_ansible_diff); return its JSON result."""
-    with patch_module_args(args):
-        with pytest.raises(SystemExit) as exit_info:
-            module.main()
-    result = json.loads(capsys.readouterr().out)
-    result["rc"] = exit_info.value.code
-    return result
+run = run_module
 
 
 @pytest.fixture
