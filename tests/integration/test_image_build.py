@@ -10,9 +10,9 @@ molecule scenario pick them up instead of building their own.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
+import sys
 import shutil
 import subprocess
 import tarfile
@@ -24,25 +24,11 @@ from ansible_collections.esd.osp.plugins.module_utils import _image, _sbom
 
 pytestmark = pytest.mark.integration
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from helpers.images import shared_images  # noqa: E402
+
 SPEC = "examples/images/debian12-server"
 FAMILY = "debian12-server"
-# What the images depend on: when any of it changes, the shared copies are rebuilt.
-IMAGE_INPUTS = (SPEC, "roles/standard_tools", "roles/os_hardening", "collections/ansible_collections/esd/osp/roles/build_image",
-                "collections/ansible_collections/esd/osp/plugins/module_utils/_image.py",
-                "collections/ansible_collections/esd/osp/plugins/module_utils/_sbom.py",
-                "collections/ansible_collections/esd/osp/plugins/modules/image.py")
-SHARED = "/var/tmp/esd-test-images"
-
-
-def inputs_digest(repo_root):
-    digest = hashlib.sha256()
-    for rel in IMAGE_INPUTS:
-        top = os.path.join(repo_root, rel)
-        paths = [top] if os.path.isfile(top) else sorted(
-            os.path.join(d, f) for d, dirs, files in os.walk(top) for f in files if "__pycache__" not in d)
-        for path in paths:
-            digest.update(os.path.relpath(path, repo_root).encode() + b"\0" + open(path, "rb").read())
-    return digest.hexdigest()[:16]
 
 
 def write_inventory(path):
@@ -88,7 +74,7 @@ def images(repo_root, project_env, tmp_path_factory):
     assert rc == 0, out
     built["update"] = stats["esd_image"]
     built["update_seconds"] = time.monotonic() - started
-    shared = os.path.join(SHARED, inputs_digest(str(repo_root)))
+    shared = shared_images(repo_root)
     os.makedirs(shared, exist_ok=True)
     for name in os.listdir(dest):
         if not os.path.exists(os.path.join(shared, name)):

@@ -7,9 +7,9 @@ here when it is not there).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
+import sys
 import shutil
 import subprocess
 
@@ -19,24 +19,8 @@ from ansible_collections.esd.osp.plugins.module_utils import _media
 
 pytestmark = pytest.mark.integration
 
-SHARED = "/var/tmp/esd-test-images"
-IMAGE_INPUTS = ("examples/images/debian12-server", "roles/standard_tools", "roles/os_hardening",
-                "collections/ansible_collections/esd/osp/roles/build_image",
-                "collections/ansible_collections/esd/osp/plugins/module_utils/_image.py",
-                "collections/ansible_collections/esd/osp/plugins/module_utils/_sbom.py",
-                "collections/ansible_collections/esd/osp/plugins/modules/image.py")
-
-
-def inputs_digest(repo_root):
-    """The same digest as test_image_build.py: which shared image build matches this code."""
-    digest = hashlib.sha256()
-    for rel in IMAGE_INPUTS:
-        top = os.path.join(repo_root, rel)
-        paths = [top] if os.path.isfile(top) else sorted(
-            os.path.join(d, f) for d, dirs, files in os.walk(top) for f in files if "__pycache__" not in d)
-        for path in paths:
-            digest.update(os.path.relpath(path, repo_root).encode() + b"\0" + open(path, "rb").read())
-    return digest.hexdigest()[:16]
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from helpers.images import shared_images  # noqa: E402
 
 
 def playbook(repo_root, env, inventory, name, timeout=1800, **extravars):
@@ -158,9 +142,9 @@ def test_damaged_media_are_refused(repo_root, project_env, site, package_media):
     assert not os.path.exists(str(site["work"] / "never" / "opt"))
 
 
-def shared_images(repo_root, env, inventory):
+def built_images(repo_root, env, inventory):
     """The images test_image_build.py built for this code, built here if needed."""
-    directory = os.path.join(SHARED, inputs_digest(str(repo_root)))
+    directory = shared_images(repo_root)
     base = os.path.join(directory, "debian12-server-1.0.0.rootfs.tar.gz")
     if not os.path.isfile(base):
         rc, stats, out = playbook(repo_root, env, inventory, "build_image.yml", image_source="examples/images/debian12-server",
@@ -170,7 +154,7 @@ def shared_images(repo_root, env, inventory):
 
 
 def test_image_media_install_and_test(repo_root, project_env, site, podman_image):
-    directory = shared_images(repo_root, project_env, site["inventory"])
+    directory = built_images(repo_root, project_env, site["inventory"])
     image = os.path.join(directory, "debian12-server-1.0.0.rootfs.tar.gz")
     rc, stats, out = playbook(repo_root, project_env, site["inventory"], "build_image_media.yml",
                               image_family="debian12-server", image_version="1.0.0", image_src=image,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import shutil
 import subprocess
 
@@ -18,26 +19,11 @@ import pytest
 
 pytestmark = pytest.mark.integration
 
-SHARED = "/var/tmp/esd-test-images"
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from helpers.images import shared_images  # noqa: E402
+
 FAMILY = "debian12-server"
 NODE = "prod-001"
-IMAGE_INPUTS = ("examples/images/debian12-server", "roles/standard_tools", "roles/os_hardening",
-                "collections/ansible_collections/esd/osp/roles/build_image",
-                "collections/ansible_collections/esd/osp/plugins/module_utils/_image.py",
-                "collections/ansible_collections/esd/osp/plugins/module_utils/_sbom.py",
-                "collections/ansible_collections/esd/osp/plugins/modules/image.py")
-
-
-def inputs_digest(repo_root):
-    """The same digest as test_image_build.py: which shared image build matches this code."""
-    digest = hashlib.sha256()
-    for rel in IMAGE_INPUTS:
-        top = os.path.join(repo_root, rel)
-        paths = [top] if os.path.isfile(top) else sorted(
-            os.path.join(d, f) for d, dirs, files in os.walk(top) for f in files if "__pycache__" not in d)
-        for path in paths:
-            digest.update(os.path.relpath(path, repo_root).encode() + b"\0" + open(path, "rb").read())
-    return digest.hexdigest()[:16]
 
 
 def sha256(path):
@@ -87,7 +73,7 @@ class Site:
 @pytest.fixture(scope="module")
 def images(repo_root, project_env, tmp_path_factory):
     """Copies of 1.0.0 and 1.1.0 with the passing test reports test_image.yml would have written beside them."""
-    shared = os.path.join(SHARED, inputs_digest(str(repo_root)))
+    shared = shared_images(repo_root)
     work = tmp_path_factory.mktemp("handover")
     found = {}
     for version, base in (("1.0.0", None), ("1.1.0", "1.0.0")):

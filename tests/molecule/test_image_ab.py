@@ -7,38 +7,23 @@ The two images come from /var/tmp/esd-test-images (left by tests/integration/tes
 when they are not there, the scenario's prepare step builds them.
 """
 
-import hashlib
 import os
+import sys
 import subprocess
 
 import pytest
 
 pytestmark = pytest.mark.molecule
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from helpers.images import shared_images  # noqa: E402
+
 STEPS = ["install", "update", "rollback", "broken", "update", "commit", "remove"]
-SHARED = "/var/tmp/esd-test-images"
-IMAGE_INPUTS = ("examples/images/debian12-server", "roles/standard_tools", "roles/os_hardening",
-                "collections/ansible_collections/esd/osp/roles/build_image",
-                "collections/ansible_collections/esd/osp/plugins/module_utils/_image.py",
-                "collections/ansible_collections/esd/osp/plugins/module_utils/_sbom.py",
-                "collections/ansible_collections/esd/osp/plugins/modules/image.py")
-
-
-def inputs_digest(repo_root):
-    """The same digest as tests/integration/test_image_build.py: which shared image build matches this code."""
-    digest = hashlib.sha256()
-    for rel in IMAGE_INPUTS:
-        top = os.path.join(repo_root, rel)
-        paths = [top] if os.path.isfile(top) else sorted(
-            os.path.join(d, f) for d, dirs, files in os.walk(top) for f in files if "__pycache__" not in d)
-        for path in paths:
-            digest.update(os.path.relpath(path, repo_root).encode() + b"\0" + open(path, "rb").read())
-    return digest.hexdigest()[:16]
 
 
 @pytest.fixture(scope="module")
 def scenario(repo_root, project_env, podman_image):
-    env = dict(project_env, NO_COLOR="1", ESD_IMAGE_AB_IMAGES=os.path.join(SHARED, inputs_digest(str(repo_root))))
+    env = dict(project_env, NO_COLOR="1", ESD_IMAGE_AB_IMAGES=shared_images(repo_root))
 
     def molecule(command, step=None):
         run_env = dict(env, ESD_MOLECULE_STEP=step) if step else env
