@@ -13,6 +13,7 @@ SHELL := /bin/bash
 
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
+BENCH_ARGS ?=
 
 .PHONY: help bootstrap demo test test-fast lint sanity molecule test-image bench clean
 
@@ -24,7 +25,7 @@ help:
 	@echo "make sanity      ansible-test sanity on the esd.osp collection"
 	@echo "make molecule    every molecule scenario (molecule test --all)"
 	@echo "make test-image  build the podman test image localhost/esd-debian12:latest"
-	@echo "make bench       the benchmarks (bench/run)"
+	@echo "make bench       the benchmarks (bench/run; BENCH_ARGS=--quick for small sizes)"
 	@echo "make bootstrap   only create/update .venv"
 
 bootstrap:
@@ -67,8 +68,7 @@ test-image:
 
 bench:
 	scripts/bootstrap.sh
-	@[[ -x bench/run ]] || { echo "make: bench/run does not exist yet" >&2; exit 1; }
-	source scripts/env.sh; bench/run
+	source scripts/env.sh; bench/run $(BENCH_ARGS)
 
 # Leaves .venv and the podman images alone (rm -rf .venv / podman rmi to reset those).
 clean:

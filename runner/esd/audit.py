@@ -17,7 +17,8 @@ snapshot edited afterwards no longer matches its record. A snapshot never fails 
 hosts that could not be read are recorded with the reason (``error``).
 
 :func:`diff_host` names what changed on a host between two snapshots (installed, updated, rolled back,
-reverted, committed, removed, image changed); reports and metrics use it, so "rollback" means the same
+reverted, committed, removed; for the running image: updated, rolled back, downgraded, image changed); reports
+and metrics use it, so "rollback" means the same
 everywhere: the active version went back to an older version the host already had, or the package's
 own auto-revert undid a failed activation during the stage.
 """
@@ -392,12 +393,25 @@ def diff_host(before, after):
         if kind:
             changes.append({"package": name, "kind": kind, "before": describe_package(old),
                             "after": describe_package(new)})
-    old_image, new_image = before.get("image"), after.get("image")
-    if before.get("image_probed", True) and after.get("image_probed", True) and (old_image or {}).get("version") != (new_image or {}).get("version") or \
-            (old_image or {}).get("family") != (new_image or {}).get("family"):
-        changes.append({"package": None, "kind": IMAGE, "before": describe_image(old_image),
-                        "after": describe_image(new_image)})
+    if before.get("image_probed", True) and after.get("image_probed", True):
+        old_image, new_image = before.get("image"), after.get("image")
+        kind = _image_change(old_image or {}, new_image or {})
+        if kind:
+            changes.append({"package": None, "kind": kind, "before": describe_image(old_image),
+                            "after": describe_image(new_image)})
     return changes
+
+
+def _image_change(old, new):
+    """Within one family: updated, rolled back (to the image it came from: the node's previous A/B slot, or the
+    parent the image was built from) or downgraded; another family, or none before or after: image changed."""
+    if (old.get("family"), old.get("version")) == (new.get("family"), new.get("version")):
+        return None
+    if not (old.get("family") and old.get("family") == new.get("family") and old.get("version") and new.get("version")):
+        return IMAGE
+    if version_key(new["version"]) > version_key(old["version"]):
+        return UPDATED
+    return ROLLED_BACK if new["version"] == old.get("parent") else DOWNGRADED
 
 
 def _package_change(old, new):

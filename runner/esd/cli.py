@@ -8,7 +8,7 @@ import os
 import sys
 import traceback
 
-from esd import __version__, catalogue, changeorder, identity, report
+from esd import __version__, catalogue, changeorder, identity, report, reports
 from esd.engine import Engine
 from esd.errors import EsdError, ExitCode, ValidationError
 from esd.ledger import Ledger
@@ -72,10 +72,10 @@ def _parser():
     sub.add_argument("change_order", metavar="ID")
     sub.add_argument("--verify", action="store_true", help="verify the hash chain; exit 1 when it is broken")
     add("catalogue", "the request types and their stages and gates")
-    sub = add("report", "a report of a change order: status, test (with JUnit XML), evaluation, release notes")
+    sub = add("report", "a report of a change order: status, test (with JUnit XML), evaluation, release notes, "
+                        "distribution")
     sub.add_argument("change_order", metavar="ID")
-    sub.add_argument("--kind", default="status", choices=("status", "test", "evaluation", "release-notes"),
-                     help="which report (default: status)")
+    sub.add_argument("--kind", default="status", choices=tuple(reports.KINDS), help="which report (default: status)")
     sub.add_argument("--format", dest="fmt", choices=("text", "md", "html", "json", "junit"),
                      help="text (default), md, html, json, or junit (test report only); --json is --format json")
     sub.add_argument("--output", "-o", metavar="FILE", help="write the report to FILE instead of stdout")
@@ -297,8 +297,6 @@ def _write_output(args, text):
 
 
 def cmd_report(args):
-    from esd import reports
-
     entry = Ledger(args.ledger).get(args.change_order)
     state = entry.read_state()
     if args.write:

@@ -18,6 +18,7 @@ from esd import ledger as ledger_mod
 from esd import problems as problems_mod
 from esd import triage
 
+SCHEMA = "esd.osp/report/distribution/v1"
 STATUS_LABELS = {"success": "has the change", "rolled_back": "rolled back", "failed": "failed",
                  "manual": "manual", "not_reached": "not reached"}
 CLASS_LABELS = {"success": "success", "redistribute": "redistribute", "rollback": "rollback", "manual": "manual",
@@ -81,7 +82,8 @@ def build(state, entry=None):
     ends = [s["finished_at"] for s in stages if s["finished_at"]]
     verdict = rollout.get("verdict")
     return {
-        "format": "esd.osp/distribution-report/v1",
+        "schema": SCHEMA,
+        "format": "esd.osp/distribution-report/v1",     # the name before reports carried `schema`; kept for readers
         "change_order": state["change_order"]["id"],
         "title": state["change_order"]["title"],
         "type": state["change_order"]["type"],

@@ -220,10 +220,17 @@ def compute(ledger, since=None, until=None, types=(), categories=(), now=None):
         except Exception as exc:  # noqa: BLE001 - one broken entry must not hide every other measurement
             unreadable.append({"change_order": change_order_id, "error": "%s: %s" % (type(exc).__name__, exc)})
 
+    def category_of(kind):
+        return catalogue.REQUEST_TYPES[kind].category if kind in catalogue.REQUEST_TYPES else None
+
     first_rejection = {}
+    rejections = 0          # every rejected submission in the filters (one request may be rejected twice)
     for record in read_journal(ledger):
         key = record.get("change_order") or "sha256:%s" % record["sha256"]
         first_rejection.setdefault(key, record)
+        category = category_of(record.get("type"))
+        if not ((types or categories) and category is None) and wanted(record["time"], record.get("type"), category):
+            rejections += 1
     registered = {facts["change_order"]: facts for facts in all_facts}
 
     facts_list = []
@@ -241,7 +248,7 @@ def compute(ledger, since=None, until=None, types=(), categories=(), now=None):
         if key in registered:
             continue
         kind = record.get("type")
-        category = catalogue.REQUEST_TYPES[kind].category if kind in catalogue.REQUEST_TYPES else None
+        category = category_of(kind)
         if (types or categories) and category is None:
             continue
         if wanted(record["time"], kind, category):
@@ -292,7 +299,7 @@ def compute(ledger, since=None, until=None, types=(), categories=(), now=None):
                       "median_seconds": round(statistics.median(lead_times), 3) if lead_times else None},
         "totals": {"rework": sum(f["test"]["rework"] for f in facts_list),
                    "endpoints_rolled_back": sum(f["production"]["rollbacks"] for f in facts_list),
-                   "rejected_submissions": len(read_journal(ledger)),
+                   "rejected_submissions": rejections,
                    "mean_satisfaction": round(statistics.fmean(satisfaction), 2) if satisfaction else None,
                    "satisfaction_answers": len(satisfaction)},
         "rows": [_row(f) for f in sorted(facts_list, key=lambda f: f["received_at"] or "")],

@@ -45,6 +45,11 @@ TEST_TASKS = ("Test package | install | Install and activate (the package's heal
               "Test package | verify | Check the version is active",
               "Test package | backout | Rehearse the backout plan (roll back, or uninstall a first install)",
               "Test package | verify | Check the backout left the host as it was")
+IMAGE_TEST_TASKS = ("Test image | verify | Check the image and its identity",
+                    "Test image | provision | Provision the test node from the image",
+                    "Test image | lifecycle | Backout rehearsal inside the node: install, update, roll back, update "
+                    "again, commit",
+                    "Test image | test plan | Run the image's test plan against the node")
 BUILD_TASKS = ("Build package | scan | Scan the sources with ClamAV", "Build package | build | Build the artifact",
                "Build package | unit test | Install and activate (runs the health check)",
                "Build package | unit test | Uninstall", "Build package | after build | Run the site's post-build tasks")
@@ -139,7 +144,8 @@ class SimulatedFleet:
                 events.result(host, "runner_on_ok", {"changed": False, "packages": self.describe(host)})
                 outcomes[host] = HostOutcome(host, "ok")
         else:
-            tasks = TEST_TASKS if name == "test_package.yml" else BUILD_TASKS if name.startswith("build_") else (
+            tasks = TEST_TASKS if name == "test_package.yml" else IMAGE_TEST_TASKS if name == "test_image.yml" \
+                else BUILD_TASKS if name.startswith("build_") else (
                 "Software | apply | Bring %s to its state" % extravars.get("software_name"),)
             failed_at = {}
             # Like esd.osp.software with inventory=true (software_inventory): the host's whole inventory as the
@@ -154,7 +160,7 @@ class SimulatedFleet:
                         continue
                     how = failing.get(host)
                     # Test hosts fail at the backout rehearsal; others at their first task.
-                    fail_here = how and (number == (2 if name == "test_package.yml" else 0))
+                    fail_here = how and (number == (2 if name in ("test_package.yml", "test_image.yml") else 0))
                     if fail_here:
                         kind = "runner_on_unreachable" if how == "unreachable" else "runner_on_failed"
                         message = ("Failed to activate: health check exited 3; reverted to the previous version"
@@ -191,11 +197,28 @@ class SimulatedFleet:
                                            "builder": extravars.get("build_package_builder"), "unit_test": "passed",
                                            "scan_engine": "ClamAV 1.4.6"}
             elif name == "build_image.yml":
-                outputs["esd_image"] = {"family": extravars.get("image_family"),
-                                        "version": extravars.get("image_version"), "sha256": "e" * 64,
+                family, version = extravars.get("image_family"), extravars.get("image_version")
+                # What esd.osp.image returns: the manifest whole (an update records its parent and SBOM diff).
+                parent = {"family": family, "version": "1.0.0", "sha256": "f" * 64} if extravars.get("image_base") \
+                    else None
+                manifest = {"format": "esd.osp/image/v1", "family": family, "version": version,
+                            "description": "Debian 12 standard server image",
+                            "os": {"pretty_name": "Debian GNU/Linux 12 (bookworm)"},
+                            "packages": {"count": 150}, "rootfs": {"files": 8110, "bytes": 193031223},
+                            "build": {"builder": extravars.get("image_builder"), "source_date_epoch": 1795140670,
+                                      "spec_sha256": "a" * 64},
+                            "hardening": {"profile": "esd-baseline-1", "passed": 57, "failed": 0},
+                            "parent": parent,
+                            "sbom_diff": {"from": "1.0.0", "to": version, "added": [{"name": "tree",
+                                                                                    "version": "2.1.0-1"}],
+                                          "removed": [], "changed": [{"name": "openssl", "from": "3.0.20-1~deb12u2",
+                                                                      "to": "3.0.22-1~deb12u2"}],
+                                          "unchanged": 148} if parent else None}
+                outputs["esd_image"] = {"family": family, "version": version, "sha256": "e" * 64, "size": 79697572,
                                         "path": "/nonexistent/image.rootfs.tar.gz",
-                                        "builder": extravars.get("image_builder")}
-            elif name == "test_package.yml" and not failed_at:
+                                        "builder": extravars.get("image_builder"), "manifest": manifest,
+                                        "parent": parent}
+            elif name in ("test_package.yml", "test_image.yml") and not failed_at:
                 outputs["esd_test"] = {"passed": True, "backout_rehearsed": True}
         failed = any(o.status != "ok" for o in outcomes.values())
         return StageResult("failed" if failed else "successful", 2 if failed else 0, outcomes, outputs, started,

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
+import jsonschema
+
 from esd import distribution_report
+from esd.reports import schema
 
 
 def rollout_state():
@@ -54,6 +59,7 @@ def rollout_state():
 
 def test_the_report_has_waves_triage_exceptions_and_timings():
     report = distribution_report.build(rollout_state())
+    jsonschema.validate(json.loads(json.dumps(report, default=str)), schema.DISTRIBUTION)
     assert [(s["id"], s["ok"], s["failed"], s["success_percent"]) for s in report["stages"]] == [
         ("install_beta", 1, 0, 100.0), ("install_wave_1", 1, 1, 50.0), ("install_wave_2", 0, 0, None)]
     assert report["elapsed_seconds"] == 17.0

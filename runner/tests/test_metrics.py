@@ -9,12 +9,14 @@ import io
 import json
 import os
 
+import jsonschema
 import pytest
 import yaml
 
 from esd import cli, engine as engine_mod, ledger as ledger_mod, metrics
 from esd.engine import Engine
 from esd.errors import ValidationError
+from esd.reports import schema
 
 from esd_fixtures import REPO, minimal_document, write_document
 from report_fixtures import Clock, SimulatedFleet, at
@@ -191,11 +193,18 @@ def test_filters_by_period_and_type(mixed_ledger):
     assert window["measures"]["finished_in_requested_time"][("numerator")] == 2
     osp = metrics.compute(mixed_ledger, categories=["OSP"], now=NOW)
     assert [row["change_order"] for row in osp["rows"]] == ["CO-07"]
+    # Rejected submissions follow the same filters: one software_release rejection, none after the last one.
+    assert releases["totals"]["rejected_submissions"] == 1
+    assert osp["totals"]["rejected_submissions"] == 0
+    later = metrics.compute(mixed_ledger, since="2026-04-01", now=NOW)
+    assert (later["requests"], later["totals"]["rejected_submissions"]) == (0, 0)
+    assert later["measures"]["sent_back_for_missing_information"]["denominator"] == 0
 
 
 def test_the_cli_prints_text_json_and_csv(mixed_ledger, capsys):
     assert cli.main(["metrics", "--ledger", mixed_ledger.root, "--at", NOW.isoformat(), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
+    jsonschema.validate(data, schema.METRICS)
     assert data["measures"]["finished_in_requested_time"]["percent"] == 70.0
     assert cli.main(["metrics", "--ledger", mixed_ledger.root, "--at", NOW.isoformat(), "--format", "csv"]) == 0
     rows = {row["measure"]: row for row in csv.DictReader(io.StringIO(capsys.readouterr().out))}

@@ -8,6 +8,8 @@ import json
 import os
 import re
 
+import jsonschema
+import junitparser
 import pytest
 
 from esd import audit, cli, engine as engine_mod, inventory, ledger as ledger_mod, reports
@@ -22,8 +24,6 @@ from report_fixtures import Clock, SimulatedFleet, at
 PRODUCTION = ["prod-%03d" % n for n in range(1, 25)]
 CO = "CO-software-release"
 
-junitparser = pytest.importorskip("junitparser")
-jsonschema = pytest.importorskip("jsonschema")
 
 
 @pytest.fixture
@@ -107,6 +107,19 @@ def test_a_failed_then_passed_test_gives_a_retested_defect_and_a_passing_junit(w
     build_suite = suites["%s.build" % CO]
     skipped = [case for case in build_suite if case.result and isinstance(case.result[0], junitparser.Skipped)]
     assert [case.name for case in skipped] == ["Build package | after build | Run the site's post-build tasks"]
+
+
+def test_an_image_test_reports_the_backout_rehearsed_inside_the_test_node(workspace, engine, fleet):
+    doc = minimal_document("test_image")
+    assert drive(engine, write_document(workspace, doc)).status == "succeeded"
+    entry, state = state_of(engine, doc["metadata"]["id"])
+    data = reports.build("test", state, entry)
+    assert data["conclusion"] == "pass"
+    assert data["conclusion_reason"] == "every build and test stage passed; the backout was rehearsed"
+    assert data["backout"] == {"rehearsed": True, "hosts": {"test-01": "passed", "test-02": "passed"}}
+    notes = reports.build("release-notes", state, entry)
+    assert notes["backout"]["rehearsed"] is True
+    assert "(rehearsed: yes)" in reports.render("release-notes", notes, "md")
 
 
 def test_junit_of_a_failing_test_has_the_failure_and_the_checks_not_run(workspace, engine, fleet, tmp_path):
@@ -221,12 +234,35 @@ def test_what_changed_on_a_host_is_named(old, new, kind):
     assert audit.diff_host(host(old), host(old)) == []
 
 
-def test_an_image_change_and_an_unread_host():
-    before = {"packages": {}, "image": {"family": "std", "version": "1"}, "image_probed": True, "error": None}
-    after = {"packages": {}, "image": {"family": "std", "version": "2"}, "image_probed": True, "error": None}
-    assert audit.diff_host(before, after) == [{"package": None, "kind": "image changed", "before": "std 1",
-                                               "after": "std 2"}]
+@pytest.mark.parametrize("old, new, kind", [
+    ({"family": "std", "version": "1.9.0"}, {"family": "std", "version": "1.10.0"}, "updated"),
+    # back to the node's previous A/B slot (image_node_info) or the image it was built from (its manifest)
+    ({"family": "std", "version": "1.1.0", "parent": "1.0.0"}, {"family": "std", "version": "1.0.0"}, "rolled back"),
+    ({"family": "std", "version": "1.2.0", "parent": "1.1.0"}, {"family": "std", "version": "1.0.0"}, "downgraded"),
+    ({"family": "std", "version": "1.0.0"}, {"family": "web", "version": "1.0.0"}, "image changed"),
+    (None, {"family": "std", "version": "1.0.0"}, "image changed"),
+])
+def test_what_changed_in_the_running_image_is_named(old, new, kind):
+    def host(image):
+        return {"packages": {}, "image": image, "image_probed": True, "error": None}
+    changes = audit.diff_host(host(old), host(new))
+    assert [(c["package"], c["kind"], c["after"]) for c in changes] == [
+        (None, kind, "%s %s" % (new["family"], new["version"]))]
+    assert audit.diff_host(host(new), host(new)) == []
+
+
+def test_an_image_rollback_counts_as_a_rollback_and_an_unprobed_snapshot_as_no_change():
+    before = {"packages": {}, "image": {"family": "std", "version": "1.1.0", "parent": "1.0.0"}, "image_probed": True,
+              "error": None}
+    after = {"packages": {}, "image": {"family": "std", "version": "1.0.0"}, "image_probed": True, "error": None}
+    assert audit.diff_host(before, after) == [{"package": None, "kind": "rolled back", "before": "std 1.1.0",
+                                               "after": "std 1.0.0"}]
+    stage = {"before": {"hosts": {"node-1": before}}, "after": {"hosts": {"node-1": after}}}
+    assert audit.stage_changes(stage["before"], stage["after"]) == {"node-1": [
+        {"package": None, "kind": "rolled back", "before": "std 1.1.0", "after": "std 1.0.0"}]}
+    # A snapshot that did not probe the image (software change orders) never reports an image change, either way.
     assert audit.diff_host(before, dict(after, image_probed=False)) == []
+    assert audit.diff_host(dict(before, image_probed=False), dict(after, image=None)) == []
     assert audit.diff_host(before, {"packages": {}, "image": None, "error": "unreachable: timeout"}) == []
 
 
@@ -276,7 +312,7 @@ def test_closing_records_lessons_learned_and_writes_the_evaluation(workspace, en
     assert [(s["site"], s["lead_time_seconds"]) for s in evaluation["sites"]] == [
         ("build", 0.0), ("test", 0.0), ("production", 0.0)]
     assert evaluation["gate_wait_seconds"] == 2 * 86400
-    assert evaluation["production"]["audit_seconds"] >= 0
+    assert evaluation["production"]["audit_seconds"] == 0.0        # read from the stages themselves: no audit.yml run
     assert dict(evaluation["production"], audit_seconds=None) == {
         "stages_run": 8, "endpoints": 24, "ok": 24, "failed": [], "success_percent": 100.0, "rolled_back": [],
         "rollbacks": 0, "audit_snapshots": 10, "audit_seconds": None}
@@ -294,6 +330,36 @@ def test_closing_records_lessons_learned_and_writes_the_evaluation(workspace, en
     for kind in ("status", "test", "evaluation", "release-notes"):
         with open(os.path.join(entry.path, "report", "%s.json" % kind), encoding="utf-8") as handle:
             jsonschema.validate(json.load(handle), schema.SCHEMAS[kind])
+
+
+def test_release_notes_of_an_image_update_come_from_its_manifest(workspace, engine, fleet):
+    doc = minimal_document("prepare_image_update")
+    assert drive(engine, write_document(workspace, doc)).status == "succeeded"
+    entry, state = state_of(engine, doc["metadata"]["id"])
+    notes = reports.build("release-notes", state, entry)
+    jsonschema.validate(json.loads(reports.render("release-notes", notes, "json")), schema.RELEASE_NOTES)
+    family, version = doc["spec"]["image"]["family"], str(doc["spec"]["image"]["version"])
+    assert (notes["kind"], notes["name"], notes["version"]) == ("image", family, version)
+    assert notes["updates"] == ["%s 1.0.0" % family]
+    assert notes["package_description"] == "Debian 12 standard server image"
+    assert (notes["artifact"]["files"], notes["artifact"]["build_time"], notes["artifact"]["size"]) == (
+        8110, 1795140670, 79697572)
+    assert notes["image"] == {
+        "os": "Debian GNU/Linux 12 (bookworm)", "packages": 150, "parent": "%s 1.0.0" % family,
+        "changes": {"added": [{"name": "tree", "version": "2.1.0-1"}], "removed": [],
+                    "changed": [{"name": "openssl", "from": "3.0.20-1~deb12u2", "to": "3.0.22-1~deb12u2"}],
+                    "unchanged": 148},
+        "hardening": {"profile": "esd-baseline-1", "passed": 57, "failed": 0}}
+    markdown = reports.render("release-notes", notes, "md")
+    assert "| Updates | %s 1.0.0 |" % family in markdown
+    assert "| Hardening | esd-baseline-1: 57 passed, 0 failed |" in markdown
+    assert "## What changed since %s 1.0.0" % family in markdown
+    assert "| tree | added | - | 2.1.0-1 |" in markdown and "| openssl | changed | 3.0.20-1~deb12u2 | 3.0.22-1~deb12u2 |" \
+        in markdown
+    assert "148 package(s) unchanged." in markdown
+    page = reports.render("release-notes", notes, "html")
+    assert_self_contained(page)
+    assert "What changed since %s 1.0.0" % family in page and "<td>openssl</td>" in page
 
 
 def test_release_notes_list_failed_endpoints_and_reverts_as_known_errors(workspace, engine, fleet):
@@ -341,7 +407,8 @@ def test_inventory_live_reads_the_hosts_now_and_finds_a_manual_change(workspace,
 
 def test_esd_report_prints_every_kind_in_every_format(workspace, engine, fleet, capsys, tmp_path):
     assert drive(engine, release(workspace)).status == "succeeded"
-    for kind in ("status", "test", "evaluation", "release-notes"):
+    assert sorted(reports.KINDS) == ["distribution", "evaluation", "release-notes", "status", "test"]
+    for kind in reports.KINDS:
         for fmt in ("text", "md", "html", "json"):
             assert cli.main(["report", CO, "--kind", kind, "--format", fmt, "--ledger", engine.ledger.root]) == 0
             out = capsys.readouterr().out
@@ -352,6 +419,16 @@ def test_esd_report_prints_every_kind_in_every_format(workspace, engine, fleet, 
                 assert_self_contained(out)
     assert cli.main(["report", CO, "--kind", "status", "--format", "junit", "--ledger", engine.ledger.root]) == 2
     assert "has no junit format" in capsys.readouterr().err
+    assert cli.main(["report", CO, "--kind", "distribution", "--json", "--ledger", engine.ledger.root]) == 0
+    distribution = json.loads(capsys.readouterr().out)
+    assert (distribution["verdict"]["result"], distribution["verdict"]["total"]) == ("complete", 24)
+    assert [stage["role"] for stage in distribution["stages"]] == ["beta", "wave", "wave", "wave"]
+    doc = minimal_document("add_to_production", **{"metadata.id": "CO-no-rollout"})
+    engine.run(write_document(workspace, doc), "erin")
+    assert cli.main(["report", "CO-no-rollout", "--kind", "distribution", "--ledger", engine.ledger.root]) == 2
+    assert capsys.readouterr().err.strip().endswith(
+        "change order CO-no-rollout has no rollout (a distribution report covers install, update and image change "
+        "orders rolled out in a beta group and waves)")
     target = tmp_path / "out" / "test.xml"
     target.parent.mkdir()
     assert cli.main(["report", CO, "--kind", "test", "--format", "junit", "-o", str(target),
@@ -429,4 +506,5 @@ def test_the_audit_reads_the_image_a_node_runs_and_inventory_checks_image_intent
     assert not inventory.satisfied(dict(intent, expect="rolled_back"), web01)
     assert inventory.satisfied(dict(intent, expect="absent"), audit.normalise_host(found["web02"]))
     before = audit.normalise_host({"packages": [], "image": {"family": "debian12-server", "version": "1.0.0"}})
-    assert [c["kind"] for c in audit.diff_host(before, web01)] == ["image changed"]
+    assert [c["kind"] for c in audit.diff_host(before, web01)] == ["updated"]
+    assert [c["kind"] for c in audit.diff_host(web01, before)] == ["rolled back"]      # to its previous slot

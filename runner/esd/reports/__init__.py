@@ -7,6 +7,7 @@ kind               what                                         formats
 ``test``           build unit test and test-site stages         text, md, html, json, junit
 ``evaluation``     project evaluation report (at closure)       text, md, html, json
 ``release-notes``  release notes with known errors              text, md, html, json
+``distribution``   a rollout per wave and per endpoint          text (= md), md, html, json
 =================  ===========================================  ==================================
 
 ``esd report CO --kind K --format F`` prints one; :func:`write_reports` writes every applicable one to
@@ -22,6 +23,7 @@ import json
 import os
 import traceback
 
+from esd import distribution_report, triage
 from esd.errors import UsageError
 from esd.reports import common, evaluation, release_notes, status, testing
 
@@ -35,7 +37,17 @@ KINDS = {
     "release-notes": (release_notes.release_notes, {"text": release_notes.render_text,
                                                     "md": release_notes.render_markdown,
                                                     "html": release_notes.render_html}),
+    "distribution": (lambda state, entry: _distribution(state, entry),
+                     {"text": distribution_report.render_markdown, "md": distribution_report.render_markdown,
+                      "html": distribution_report.render_html}),
 }
+
+
+def _distribution(state, entry):
+    if not triage.rollout_steps(state, ("beta", "check", "wave")):
+        raise UsageError("change order %s has no rollout (a distribution report covers install, update and image "
+                         "change orders rolled out in a beta group and waves)" % state["change_order"]["id"])
+    return distribution_report.build(state, entry)
 FORMATS = ("text", "md", "html", "json", "junit")
 EXTENSIONS = {"md": "md", "html": "html", "json": "json", "junit": "junit.xml"}
 

@@ -65,7 +65,13 @@ def release_notes(state, entry):
     software, image = spec.get("software") or {}, spec.get("image") or {}
     artifacts = common.artifact_outputs(state)
     built = next((a for a in artifacts if a["kind"] in ("artifact", "image", "media")), None)
-    manifest = read_manifest(built.get("path")) if built and built["kind"] == "artifact" else None
+    manifest = None
+    if built and built["kind"] == "artifact":
+        manifest = read_manifest(built.get("path"))
+    elif built and built["kind"] == "image":
+        manifest = image_manifest(built)
+    image_facts = _image_facts(manifest) if manifest and manifest.get("format", "").startswith("esd.osp/image") \
+        else None
     name = (built or {}).get("name") or software.get("name") or image.get("family")
     version = (built or {}).get("version") or software.get("version") or image.get("version")
     applicable = bool(name and version)
@@ -97,6 +103,10 @@ def release_notes(state, entry):
 
     manifest = manifest or {}
     scan = manifest.get("scan") or {}
+    build = manifest.get("build") or {}
+    updates = manifest.get("updates") or ([software["updates"]] if software.get("updates") else [])
+    if image_facts and image_facts["parent"]:
+        updates = [image_facts["parent"]]
     return {
         "schema": SCHEMA,
         "change_order": change_order["id"],
@@ -110,20 +120,22 @@ def release_notes(state, entry):
         "requester": change_order["requester"],
         "status": state["status"],
         "released_at": state.get("finished_at") if state["status"] == "succeeded" else None,
-        "updates": manifest.get("updates") or ([software["updates"]] if software.get("updates") else []),
+        "updates": updates,
         "requires": manifest.get("requires") or [],
         "artifact": {
             "sha256": (built or {}).get("sha256") or software.get("sha256") or image.get("sha256"),
             "size": _int((built or {}).get("size")),
             "path": (built or {}).get("path") or software.get("artifact") or image.get("artifact"),
-            "builder": (built or {}).get("builder") or software.get("builder") or image.get("builder"),
-            "build_time": (manifest.get("build") or {}).get("time"),
-            "source_digest": (manifest.get("build") or {}).get("source_digest") or (built or {}).get("source_digest"),
-            "files": len(manifest.get("files") or []) or None,
+            "builder": (built or {}).get("builder") or build.get("builder") or software.get("builder")
+            or image.get("builder"),
+            "build_time": _int(build.get("time") if "time" in build else build.get("source_date_epoch")),
+            "source_digest": build.get("source_digest") or build.get("spec_sha256") or (built or {}).get("source_digest"),
+            "files": len(manifest.get("files") or []) or (manifest.get("rootfs") or {}).get("files") or None,
             "scan": {"engine": scan.get("engine") or (built or {}).get("scan_engine") or None,
                      "clean": scan.get("clean"), "infected": scan.get("infected") or []} if scan or built else None,
             "unit_test": (built or {}).get("unit_test"),
         },
+        "image": image_facts,
         "attachments": [{"name": a.get("name"), "kind": a.get("kind"), "path": a.get("path"), "url": a.get("url")}
                         for a in metadata.get("attachments") or [] if isinstance(a, dict)],
         "backout": {"strategy": (spec.get("backout") or {}).get("strategy"),
@@ -135,6 +147,37 @@ def release_notes(state, entry):
                        "rolled_back": facts["production"]["rolled_back"]},
         "known_errors": known,
         "generated_at": tests["generated_at"],
+    }
+
+
+def image_manifest(built):
+    """The manifest of an OS image the build stage reported (esd.osp.image returns it whole), or None."""
+    manifest = built.get("manifest")
+    if isinstance(manifest, dict):
+        return manifest
+    path = built.get("manifest_path")
+    if not path or not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return None
+
+
+def _image_facts(manifest):
+    """What an image's manifest says beyond the artifact: OS, package count, parent, SBOM diff, hardening."""
+    parent = manifest.get("parent") if isinstance(manifest.get("parent"), dict) else None
+    diff = manifest.get("sbom_diff") if isinstance(manifest.get("sbom_diff"), dict) else None
+    hardening = manifest.get("hardening") if isinstance(manifest.get("hardening"), dict) else None
+    return {
+        "os": (manifest.get("os") or {}).get("pretty_name"),
+        "packages": (manifest.get("packages") or {}).get("count"),
+        "parent": "%s %s" % (parent.get("family"), parent.get("version")) if parent else None,
+        "changes": {"added": diff.get("added") or [], "removed": diff.get("removed") or [],
+                    "changed": diff.get("changed") or [], "unchanged": diff.get("unchanged")} if diff else None,
+        "hardening": {"profile": hardening.get("profile"), "passed": hardening.get("passed"),
+                      "failed": hardening.get("failed")} if hardening else None,
     }
 
 
@@ -170,8 +213,16 @@ def render_markdown(notes):
                                    "INFECTED: %s" % t(", ".join(scan.get("infected") or [])))
          if scan.get("engine") else None),
         ("Unit test", t(artifact["unit_test"]) if artifact["unit_test"] else None),
+        *[(label, t(value)) for label, value in _image_lines(notes["image"])],
         ("Released", t(notes["released_at"]) if notes["released_at"] else "not yet"),
     ])]
+    changes = (notes["image"] or {}).get("changes")
+    if changes:
+        rows = [tuple(t(cell) for cell in row) for row in _change_rows(changes)]
+        blocks += [md.heading("What changed since %s" % t(notes["image"]["parent"])),
+                   md.table(["package", "change", "from", "to"], rows) if rows else "No package changed."]
+        if changes["unchanged"] is not None:
+            blocks.append("%s package(s) unchanged." % changes["unchanged"])
     blocks += [md.heading("Testing and backout"), md.bullets([
         "Test conclusion: **%s** on %s; rework %d; defects found %d" % (
             t(notes["test"]["conclusion"]), t(", ".join(notes["test"]["hosts"])) or "no hosts",
@@ -195,6 +246,23 @@ def render_markdown(notes):
         blocks += [md.heading("Attachments"), md.bullets([
             "%s (%s): %s" % (t(a["name"]), t(a["kind"]), c(a["path"] or a["url"])) for a in notes["attachments"]])]
     return md.document(*blocks)
+
+
+def _image_lines(image):
+    """(label, value) lines an OS image adds to "What is in it"."""
+    if not image:
+        return []
+    hardening = image["hardening"]
+    return [(label, value) for label, value in (
+        ("Operating system", image["os"]), ("Packages", image["packages"]),
+        ("Hardening", "%s: %s passed, %s failed" % (hardening["profile"], hardening["passed"], hardening["failed"])
+         if hardening else None)) if value is not None]
+
+
+def _change_rows(changes):
+    return ([(item["name"], "added", "-", item.get("version")) for item in changes["added"]]
+            + [(item["name"], "removed", item.get("version"), "-") for item in changes["removed"]]
+            + [(item["name"], "changed", item.get("from"), item.get("to")) for item in changes["changed"]])
 
 
 def _hosts(hosts, shown=6):
@@ -234,7 +302,14 @@ def render_html(notes):
         ("Source digest", h.code(artifact["source_digest"]) if artifact["source_digest"] else None),
         ("Virus scan", "%s: %s" % (scan.get("engine"), "clean" if scan.get("clean") else "INFECTED")
          if scan.get("engine") else None),
-        ("Unit test", artifact["unit_test"]), ("Released", notes["released_at"] or "not yet")])))
+        ("Unit test", artifact["unit_test"]), *_image_lines(notes["image"]),
+        ("Released", notes["released_at"] or "not yet")])))
+    changes = (notes["image"] or {}).get("changes")
+    if changes:
+        rows = _change_rows(changes)
+        body.append(h.section("What changed since %s" % notes["image"]["parent"], h.join([
+            h.table(["package", "change", "from", "to"], rows) if rows else h.para("No package changed."),
+            h.para("%s package(s) unchanged." % changes["unchanged"]) if changes["unchanged"] is not None else ""])))
     body.append(h.section("Testing and backout", h.key_values([
         ("Test conclusion", notes["test"]["conclusion"]), ("Test hosts", ", ".join(notes["test"]["hosts"]) or "-"),
         ("Rework", notes["test"]["rework"]), ("Defects found", notes["test"]["defects"]),

@@ -180,6 +180,14 @@ RELEASE_NOTES = {
                              "builder": NULLABLE_STRING, "build_time": {"type": ["integer", "null"]},
                              "source_digest": NULLABLE_STRING, "files": {"type": ["integer", "null"]},
                              "scan": {"type": ["object", "null"]}, "unit_test": NULLABLE_STRING}),
+        "image": {"oneOf": [{"type": "null"}, _object({
+            "os": NULLABLE_STRING, "packages": {"type": ["integer", "null"]},
+            "parent": {"type": ["string", "null"], "description": "the image it was derived from: <family> <version>"},
+            "changes": {"oneOf": [{"type": "null"}, _object({
+                "added": {"type": "array"}, "removed": {"type": "array"}, "changed": {"type": "array"},
+                "unchanged": {"type": ["integer", "null"]}})]},
+            "hardening": {"type": ["object", "null"]}})],
+            "description": "OS images only: what the image manifest says (null for packages)"},
         "attachments": {"type": "array", "items": _object({"name": NULLABLE_STRING, "kind": NULLABLE_STRING,
                                                            "path": NULLABLE_STRING, "url": NULLABLE_STRING})},
         "backout": _object({"strategy": NULLABLE_STRING, "plan": NULLABLE_STRING, "rehearsed": NULLABLE_BOOL}),
@@ -274,8 +282,53 @@ SNAPSHOT = {
                  "hosts")),
 }
 
+_HOST_CLASS = {"enum": ["success", "redistribute", "rollback", "manual", "not_reached"]}
+_HOST_STATUS = {"enum": ["success", "rolled_back", "failed", "manual", "not_reached"]}
+_COUNTS = {"type": "object", "additionalProperties": {"type": "integer"}}
+
+DISTRIBUTION = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "esd.osp/report/distribution/v1",
+    "title": "Distribution report of a rollout",
+    **_object({
+        "schema": {"const": "esd.osp/report/distribution/v1"},
+        "format": {"const": "esd.osp/distribution-report/v1"},
+        "change_order": {"type": "string"}, "title": {"type": "string"}, "type": {"type": "string"},
+        "status": NULLABLE_STRING,
+        "verdict": {"oneOf": [{"type": "null"}, _object({
+            "result": {"enum": ["complete", "complete_with_exceptions", "rolled_back"]},
+            "total": {"type": "integer"}, "counts": _COUNTS,
+            "exceptions": {"type": "array", "items": _object({
+                "host": {"type": "string"}, "status": _HOST_STATUS, "class": _HOST_CLASS,
+                "reason": {"type": "string"}})}}, required=("result", "total", "counts", "exceptions"))]},
+        "halted": {"type": ["object", "null"], "description": "{step, reason} when a failure budget was breached"},
+        "started_at": TIME, "finished_at": TIME, "elapsed_seconds": NULLABLE_NUMBER,
+        "stages": {"type": "array", "items": _object({
+            "id": {"type": "string"}, "role": {"enum": ["beta", "check", "wave"]}, "wave": {"type": ["integer", "null"]},
+            "title": {"type": "string"}, "status": NULLABLE_STRING, "reason": NULLABLE_STRING,
+            "hosts": {"type": "integer"}, "ok": {"type": "integer"}, "failed": {"type": "integer"},
+            "failed_hosts": STRINGS, "changed": {"type": "integer"}, "success_percent": NULLABLE_NUMBER,
+            "failure_budget_percent": NULLABLE_NUMBER, "attempts": {"type": "integer"},
+            "started_at": TIME, "finished_at": TIME, "duration_seconds": NULLABLE_NUMBER})},
+        "go_no_go": {"oneOf": [{"type": "null"}, _object({
+            "decision": {"enum": ["go", "no-go"]}, "decided_by": NULLABLE_STRING, "decided_at": TIME,
+            "comment": NULLABLE_STRING})]},
+        "triage": _object({
+            "initial": _object({"counts": _COUNTS, "classes": {"type": "object"}}),
+            "final": _object({"counts": _COUNTS, "classes": {"type": "object", "additionalProperties": STRINGS}})}),
+        "backout_attempts": {"type": "array", "items": {"type": "object"}},
+        "endpoints": {"type": "array", "items": _object({
+            "host": {"type": "string"}, "stage": NULLABLE_STRING, "wave": {"type": ["integer", "null"]},
+            "initial_class": {"oneOf": [{"type": "null"}, _HOST_CLASS]}, "initial_reason": NULLABLE_STRING,
+            "class": _HOST_CLASS, "status": _HOST_STATUS, "reason": NULLABLE_STRING, "phase": NULLABLE_STRING,
+            "rc": {"type": ["integer", "null"]}, "attempts": {"type": "integer"}, "notes": STRINGS,
+            "problem": NULLABLE_STRING})},
+        "problems": {"type": "array", "items": {"type": "object"}},
+    }),
+}
+
 SCHEMAS = {"status": STATUS, "test": TEST, "evaluation": EVALUATION, "release-notes": RELEASE_NOTES,
-           "metrics": METRICS, "inventory": INVENTORY, "audit-snapshot": SNAPSHOT}
+           "distribution": DISTRIBUTION, "metrics": METRICS, "inventory": INVENTORY, "audit-snapshot": SNAPSHOT}
 
 
 # --- docs/report-schema.md is generated from here (a unit test keeps them equal) -----------------------
@@ -303,14 +356,23 @@ _PROSE = {
     "release-notes": ("`esd report ID --kind release-notes --format json`, `report/release-notes.json`",
                       "Release notes from the change order and the build metadata (the artifact's embedded "
                       "manifest), the test outcome, the deployment and the known errors with workarounds."),
+    "distribution": ("`esd report ID --kind distribution --format json`, `report/distribution.json`",
+                     "The rollout of an install, update or image change order: every beta, check and wave stage "
+                     "with its hosts, successes, failures and failure budget; the go/no-go decision; the triage of "
+                     "every endpoint (success, redistribute, rollback, manual, not reached) first and after the "
+                     "backout; each endpoint's final status with the reason, phase and exit code; the backout "
+                     "attempts, the open problem records and the verdict."),
     "metrics": ("`esd metrics --json`",
                 "The measurements over the change orders of a ledger; `rows` has one entry per change order."),
     "inventory": ("`esd inventory --json`",
                   "Which hosts run which package versions and images (newest audit snapshot per host, or `--live`), "
                   "the intended state from the last change order that touched each host, and the drift."),
     "audit-snapshot": ("`<ledger>/<id>/audit/<stage>-before.json`, `-after.json`",
-                       "A production stage's targets read with `playbooks/audit.yml` before its first attempt and "
-                       "after each attempt; its sha256 is in the audit log (event `inventory_snapshot`)."),
+                       "What a production stage's targets run before its first attempt and after each attempt. For "
+                       "software change orders both come from the stage's own `esd.osp.software` call (its "
+                       "`inventory` option); hosts it did not reach are read with `playbooks/audit.yml`, which "
+                       "image change orders use for every host (with the running image). Its sha256 is in the "
+                       "audit log (event `inventory_snapshot`)."),
 }
 
 

@@ -240,7 +240,6 @@ def test_report(state, entry):
                             "message": "denied by %s: %s" % (record.get("decided_by"), record.get("comment") or "")})
     for number, defect in enumerate(defects, start=1):
         defect["id"] = "D%d" % number
-    conclusion, why = _conclusion(state, stages)
     test_stages = [stage for stage in stages if stage["site"] == "test"]
     backout_hosts = {}
     for stage in test_stages:
@@ -250,6 +249,7 @@ def test_report(state, entry):
     if test_stages:
         rehearsed = all(stage["backout_rehearsed"] for stage in test_stages) and bool(backout_hosts) and \
             all(result == "passed" for result in backout_hosts.values())
+    conclusion, why = _conclusion(state, stages, rehearsed)
     signoffs = [{"gate": planned["id"], "status": record.get("status"), "decided_by": record.get("decided_by"),
                  "decided_at": record.get("decided_at"), "comment": record.get("comment") or None}
                 for planned, record in common.steps(state)
@@ -284,7 +284,7 @@ def _now():
     return timestamp()
 
 
-def _conclusion(state, stages):
+def _conclusion(state, stages, rehearsed):
     if not stages:
         return "not applicable", "the change order has no build or test stage"
     for planned, record in common.steps(state):
@@ -297,8 +297,10 @@ def _conclusion(state, stages):
     open_stages = [stage["id"] for stage in stages if stage["status"] not in ("succeeded", "skipped")]
     if open_stages:
         return "incomplete", "not finished yet: %s" % ", ".join(open_stages)
-    return "pass", "every build and test stage passed%s" % (
-        "; the backout was rehearsed" if any(stage["site"] == "test" for stage in stages) else "")
+    if rehearsed is None:
+        return "pass", "every build and test stage passed"
+    return "pass", "every build and test stage passed; the backout was %s" % (
+        "rehearsed" if rehearsed else "NOT rehearsed (production approval needs a rehearsed backout)")
 
 
 # --- JUnit XML ----------------------------------------------------------------------------------------
