@@ -5,7 +5,7 @@
 #   make test        every test: unit, integration, molecule (podman), ansible-lint, ansible-test sanity
 #
 # PYTEST_ARGS passes extra pytest arguments, e.g. make test PYTEST_ARGS='-m "not molecule" -x'.
-# DEMO_ARGS passes extra arguments to the demo, e.g. make demo DEMO_ARGS=-v.
+# DEMO_ARGS passes extra arguments to the demo, e.g. make demo DEMO_ARGS=--quiet (see esd demo --help).
 
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c

@@ -67,6 +67,16 @@ class LedgerPath:
 
 
 @dataclasses.dataclass(frozen=True)
+class TestEvidence:
+    """The test record of the change order named in ``spec.backout.rehearsed_in`` (its test stage, for the
+    digest this change order names), read from the ledger when the stage runs: what a production promotion
+    outside a release rests on."""
+
+    def describe(self):
+        return "<test record of the change order in spec.backout.rehearsed_in>"
+
+
+@dataclasses.dataclass(frozen=True)
 class Actor:
     """The identity of the person running the stage (``--as`` / ``ESD_USER`` / OS user)."""
 
@@ -335,9 +345,11 @@ ESD_TYPES = (
                  TEST_SIGNOFF),
                 requires=("media.name", "media.artifact", "media.sha256", "media.builder")),
     RequestType("add_to_production", ESD, "Promote a tested package into the production repository",
-                (DEPLOYMENT_PLAN, CHANGE_BOARD, _promote_to_test(Field("software.artifact")), PROMOTE),
+                (DEPLOYMENT_PLAN, CHANGE_BOARD, _promote_to_test(Field("software.artifact")),
+                 dataclasses.replace(PROMOTE, inputs={**PROMOTE.inputs, "promote_test_record": TestEvidence(),
+                                                      "promote_evidence": Field("backout.rehearsed_in")})),
                 requires=("software.name", "software.version", "software.artifact", "software.sha256",
-                          "backout.plan")),
+                          "backout.plan", "backout.rehearsed_in")),
     RequestType("distribute", ESD, "Distribute a production package to the depot servers",
                 (DEPLOYMENT_PLAN, CHANGE_BOARD, DISTRIBUTE),
                 requires=("software.name", "software.version", "software.sha256", "backout.plan")),
@@ -404,7 +416,7 @@ ESD_TYPES = (
                 requires=("software.name", "software.version", "software.source", "targets.hosts", "backout.plan")),
 )
 
-# --- OSP (images): planned; their playbooks arrive with the image work --------------------------------
+# --- OSP (images) ------------------------------------------------------------------------------------------
 
 IMAGE_IDENTITY = {"image_family": Field("image.family"), "image_version": Field("image.version")}
 IMAGE_FROM_CHANGE_ORDER = {"image_src": Field("image.artifact"), "image_sha256": Field("image.sha256")}

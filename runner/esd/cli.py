@@ -8,11 +8,11 @@ import os
 import sys
 import traceback
 
-from esd import __version__, catalogue, changeorder, identity, report, reports
+from esd import __version__, catalogue, changeorder, identity, project, report, reports
 from esd.engine import Engine
 from esd.errors import EsdError, ExitCode, ValidationError
 from esd.ledger import Ledger
-from esd.plan import describe_input, render_text
+from esd.plan import describe_input, make_plan, render_text
 from esd.progress import Console
 
 EXIT_CODES_HELP = """exit codes:
@@ -47,8 +47,10 @@ def _parser():
         return commands.add_parser(name, help=help_text, description=help_text, parents=list(parents),
                                    epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
 
-    sub = add("validate", "check change-order files; report every problem")
+    sub = add("validate", "check change-order files; report every problem (schema, then targets in the inventory)")
     sub.add_argument("files", nargs="+", metavar="CHANGE_ORDER.yml")
+    sub.add_argument("--offline", action="store_true",
+                     help="check the schema only; do not resolve the targets in the inventory")
     sub = add("plan", "print the plan of a change order (category, sites, stages, gates, targets)")
     sub.add_argument("change_order", metavar="CHANGE_ORDER", help="a change-order file or an id in the ledger")
     for name, text in (("run", "run a change order until it finishes, fails or waits at a gate"),
@@ -137,6 +139,9 @@ def cmd_validate(args):
     for path in args.files:
         try:
             co = changeorder.load(path)
+            if not args.offline:
+                # What `esd run` would refuse: targets that match no host of the inventory.
+                make_plan(co, project_dir=project.project_dir())
             results.append({"file": path, "valid": True, "id": co.id, "type": co.spec.type, "problems": []})
         except ValidationError as exc:
             exit_code = ExitCode.INVALID

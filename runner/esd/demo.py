@@ -34,7 +34,7 @@ import yaml
 from esd import project, report
 from esd.engine import Engine
 from esd.errors import EsdError, ExitCode, GateError
-from esd.ledger import Ledger
+from esd.ledger import Ledger, default_root as ledger_default_root
 from esd.plan import render_brief
 from esd.progress import Console
 from esd.stage import run_stage
@@ -136,6 +136,9 @@ def run_demo(ledger_root=None, quiet=False, keep_fleet=False, as_json=False):
         for part in ("hosts", "repository", "keys"):
             shutil.rmtree(os.path.join(demo_root, part), ignore_errors=True)
     os.makedirs(demo_root, exist_ok=True)
+    # The demo keeps its own ledger beside its fleet unless one is named (--ledger, ESD_LEDGER, ESD_HOME).
+    if not ledger_root and (os.environ.get("ESD_LEDGER") or os.environ.get("ESD_HOME")):
+        ledger_root = ledger_default_root()
     ledger = Ledger(ledger_root or os.path.join(demo_root, "ledger"))
     story = _Story(as_json)
     engine = Engine(ledger, console=Console(stream=story.out, quiet=quiet),
@@ -206,6 +209,8 @@ def run_demo(ledger_root=None, quiet=False, keep_fleet=False, as_json=False):
     story.say("esd log %s --verify: %s" % (change_order_id, "%d records, hash chain intact" % count if ok
                                            else "BROKEN: %s" % "; ".join(problems)))
     story.say("Ledger: %s (reports in %s)" % (entry.path, os.path.join(entry.path, "report")))
+    story.say("Look again: esd status %s --ledger %s; esd report %s --kind evaluation --ledger %s" % (
+        change_order_id, ledger.root, change_order_id, ledger.root))
     if as_json:
         print(json.dumps(status, indent=2, default=str))
     return int(ExitCode.SUCCESS) if outcome.status == "succeeded" else outcome.exit_code

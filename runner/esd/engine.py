@@ -193,7 +193,8 @@ class Engine:
                 "requested_completion": co.metadata.requested_completion.isoformat(),
                 "digest": co.digest, "source": co.path, "registered_by": actor, "registered_at": timestamp(),
                 "declared_builders": declared,
-                "requires_rehearsal": spec.type in ("install", "update"),
+                "artifact_builders": gates.artifact_builders(spec),
+                "requires_rehearsal": spec.type in ("install", "update", "add_to_production"),
                 "rehearsed_in": spec.backout.rehearsed_in,
                 "artifact_sha256": spec.software.get("sha256"),
             },
@@ -234,7 +235,8 @@ class Engine:
         """A crash between an audit append and the state write leaves the head one record behind."""
         head = state.get("audit_head") or {}
         last = entry._last_record()
-        if last and head.get("seq") != last["seq"] and last["seq"] == head.get("seq", 0) + 1:
+        if last and head.get("seq") != last["seq"] and last["seq"] == head.get("seq", 0) + 1 and \
+                last.get("prev") == head.get("hash", ledger_mod.GENESIS):
             state["audit_head"] = {"seq": last["seq"], "hash": last["hash"]}
             entry.write_state(state)
 
@@ -410,6 +412,8 @@ class Engine:
                     raise EsdError("stage %s needs %s from stage %s, which did not report it"
                                    % (planned["id"], value["path"], value["__from_stage__"]))
                 resolved[key] = found
+            elif isinstance(value, dict) and "__test_record__" in value:
+                resolved[key] = gates.test_record(state, self.ledger)
             elif isinstance(value, dict) and "__actor__" in value:
                 resolved[key] = actor
             elif isinstance(value, dict) and "__ledger__" in value:
@@ -642,8 +646,11 @@ class Engine:
                     state = entry.read_state()
                     return self._outcome(state, "change order %s is %s: %s" % (change_order_id, state["status"],
                                                                                state["reason"]))
-            raise UsageError("asked process %s to cancel change order %s; it has not stopped yet"
-                             % (locked.holder.get("pid"), change_order_id)) from None
+            # Still locked (exit 4): the request stands, and the running process stops at its next check.
+            raise LockedError(change_order_id, locked.holder,
+                              "asked process %s to cancel change order %s; it has not stopped within %g s (the "
+                              "request stands: it stops at its next check; `esd status %s` shows when)"
+                              % (locked.holder.get("pid"), change_order_id, wait_seconds, change_order_id)) from None
         try:
             state = entry.read_state()
             if state["status"] in FINAL:

@@ -59,11 +59,12 @@ class LockedError(EsdError):
 
     exit_code = ExitCode.LOCKED
 
-    def __init__(self, change_order_id, holder):
+    def __init__(self, change_order_id, holder, message=None):
         self.change_order_id = change_order_id
         self.holder = holder or {}
         who = ", ".join("%s %s" % (k, self.holder[k]) for k in ("user", "host", "pid", "command", "since") if self.holder.get(k))
-        super().__init__("change order %s is being run by another process (%s)" % (change_order_id, who or "holder unknown"))
+        super().__init__(message or "change order %s is being run by another process (%s)"
+                         % (change_order_id, who or "holder unknown"))
 
 
 class GateError(EsdError):

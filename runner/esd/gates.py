@@ -10,6 +10,9 @@ The rules, from the seeds:
 
 from __future__ import annotations
 
+import json
+import os
+
 from esd.errors import GateError
 
 PENDING = "pending"
@@ -29,9 +32,36 @@ def builders(state):
                 names.add(output["builder"])
         if step_state.get("site") == "build" and step_state.get("run_by"):
             names.add(step_state["run_by"])
-    declared = state["change_order"].get("declared_builders") or []
-    names.update(declared)
+    names.update(state["change_order"].get("declared_builders") or [])
+    # Whoever the artifact's own manifest names as its builder, whatever the change order declares.
+    names.update(state["change_order"].get("artifact_builders") or [])
     return names
+
+
+def artifact_builders(spec):
+    """The builders recorded inside the artifacts a change order names by local path: the manifest embedded in
+    an esd.osp package (``build.builder``) and the manifest beside an OS image archive."""
+    from esd.reports.release_notes import read_manifest
+
+    found = []
+    path = spec.software.get("artifact")
+    if path and os.path.isfile(path):
+        manifest = read_manifest(path) or {}
+        found.append((manifest.get("build") or {}).get("builder"))
+    path = spec.image.get("artifact")
+    if path and os.path.isfile(path) and path.endswith(".rootfs.tar.gz"):
+        beside = path[:-len(".rootfs.tar.gz")] + ".manifest.json"
+        try:
+            with open(beside, encoding="utf-8") as handle:
+                found.append((json.load(handle).get("build") or {}).get("builder"))
+        except (OSError, ValueError, AttributeError):
+            pass
+    return sorted({name for name in found if isinstance(name, str) and name})
+
+
+def _same_identity(one, other):
+    """Identities compare without case: Bob and bob are one person to separation of duties."""
+    return bool(one and other) and one.casefold() == other.casefold()
 
 
 def check_decision(state, gate_id, actor, approve):
@@ -51,16 +81,46 @@ def check_decision(state, gate_id, actor, approve):
     planned = next(step for step in state["plan"]["steps"] if step["id"] == gate_id)
     verb = "approve" if approve else "deny"
     requester = state["change_order"]["requester"]
-    if "requester" in planned.get("excludes", []) and actor == requester:
+    if "requester" in planned.get("excludes", []) and _same_identity(actor, requester):
         raise GateError("separation of duties: %s requested change order %s and may not %s its %s gate"
                         % (actor, state["change_order"]["id"], verb, gate_id))
-    if "builder" in planned.get("excludes", []) and actor in builders(state):
+    if "builder" in planned.get("excludes", []) and any(_same_identity(actor, name) for name in builders(state)):
         raise GateError("separation of duties: %s built the artifact of change order %s and may not %s its %s "
                         "gate" % (actor, state["change_order"]["id"], verb, gate_id))
     approvers = planned.get("approvers") or []
     if approvers and actor not in approvers:
         raise GateError("%s may not decide gate %s of change order %s: its approvers are %s"
                         % (actor, gate_id, state["change_order"]["id"], ", ".join(approvers)))
+
+
+def _rehearsing_stages(other, digest):
+    """The successful test stages of another change order's state that rehearsed the backout of ``digest``."""
+    found = []
+    for step in other["plan"]["steps"]:
+        if step["kind"] != "stage" or step.get("site") != "test":
+            continue
+        result = other["steps"][step["id"]]
+        test = (result.get("outputs") or {}).get("test") or {}
+        tested_digest = result.get("inputs_used", {}).get("software_sha256")
+        if result.get("status") == "succeeded" and test.get("backout_rehearsed") and \
+                (digest is None or tested_digest == digest):
+            found.append((step["id"], result))
+    return found
+
+
+def test_record(state, ledger):
+    """The passing test record a production promotion outside a release rests on: the test stage of the change
+    order named in ``spec.backout.rehearsed_in``, for this change order's digest (promote.yml's
+    ``promote_test_record``). Raises GateError when there is none."""
+    problems = rehearsal_problems(state, ledger)
+    if problems:
+        raise GateError("no test record to promote on: %s" % "; ".join(problems))
+    rehearsed_in = state["change_order"]["rehearsed_in"]
+    digest = state["change_order"].get("artifact_sha256")
+    step_id, result = _rehearsing_stages(ledger.entry(rehearsed_in).read_state(), digest)[-1]
+    return {"id": "%s-%s" % (rehearsed_in, step_id), "name": "{{ promote_name }}",
+            "version": "{{ promote_version }}", "sha256": digest or result["inputs_used"]["software_sha256"],
+            "result": "passed"}
 
 
 def rehearsal_problems(state, ledger):
@@ -83,17 +143,7 @@ def rehearsal_problems(state, ledger):
         return ["spec.backout.rehearsed_in: change order %s is not in the ledger %s" % (rehearsed_in, ledger.root)]
     other = ledger.entry(rehearsed_in).read_state()
     digest = state["change_order"].get("artifact_sha256")
-    found = False
-    for step in other["plan"]["steps"]:
-        if step["kind"] != "stage" or step.get("site") != "test":
-            continue
-        result = other["steps"][step["id"]]
-        test = (result.get("outputs") or {}).get("test") or {}
-        tested_digest = result.get("inputs_used", {}).get("software_sha256")
-        if result.get("status") == "succeeded" and test.get("backout_rehearsed") and \
-                (digest is None or tested_digest == digest):
-            found = True
-    if not found:
+    if not _rehearsing_stages(other, digest):
         problems.append("change order %s has no successful test stage with a rehearsed backout for sha256 %s"
                         % (rehearsed_in, digest))
     return problems

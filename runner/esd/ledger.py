@@ -185,14 +185,47 @@ class Entry:
                     tail = handle.read(block)
                     lines = tail.rstrip(b"\n").split(b"\n")
                     if len(lines) > 1 or block == size:
-                        return json.loads(lines[-1]) if lines[-1] else None
+                        break
                     block = min(size, block * 4)
         except FileNotFoundError:
             return None
+        if not lines[-1]:
+            return None
+        try:
+            return json.loads(lines[-1])
+        except ValueError:
+            raise LedgerError("the last line of audit log %s is not JSON (a torn write?): nothing was written; "
+                              "`esd log %s --verify` shows the log" % (self.audit_path, self.id)) from None
+
+    def _recorded_head(self, state):
+        """The audit head the ledger state recorded (from ``state`` when given, else from the state file)."""
+        if state is None:
+            if not os.path.exists(self.state_path):
+                return None
+            state = self.read_state()
+        return state.get("audit_head")
+
+    def _check_log_end(self, last, head):
+        """Refuse to append to a log that does not end where the state says: a deleted or edited tail must not
+        be covered up by the next record. One record past the head is a crash between append and state write."""
+        if not head:
+            return
+        if last and last.get("seq") == head["seq"] and last.get("hash") == head["hash"]:
+            return
+        if last and last.get("seq") == head["seq"] + 1 and last.get("prev") == head["hash"]:
+            return
+        raise LedgerError(
+            "audit log %s does not end where the ledger state says (record %d, hash %s...; the log ends at %s): "
+            "records were deleted or edited, so nothing was written; `esd log %s --verify` shows what is wrong"
+            % (self.audit_path, head["seq"], head["hash"][:12],
+               "record %s" % last.get("seq") if last else "no record", self.id))
 
     def append_audit(self, event, actor, data=None, state=None):
-        """Append one hash-chained record; when ``state`` is given its audit head is updated and saved."""
+        """Append one hash-chained record; when ``state`` is given its audit head is updated and saved.
+
+        Refuses (LedgerError) when the log does not end at the head the state recorded."""
         last = self._last_record()
+        self._check_log_end(last, self._recorded_head(state))
         record = {
             "seq": (last["seq"] + 1) if last else 1,
             "time": timestamp(),

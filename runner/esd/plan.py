@@ -17,7 +17,7 @@ import os
 from typing import Any
 
 from esd import catalogue, collection, project
-from esd.catalogue import Actor, Field, Gate, LedgerPath, Notify, Ref, Rollout, Stage
+from esd.catalogue import Actor, Field, Gate, LedgerPath, Notify, Ref, Rollout, Stage, TestEvidence
 from esd.changeorder import Problem
 from esd.errors import ValidationError
 
@@ -130,6 +130,8 @@ def _encode_input(value, spec):
         return {"__from_stage__": value.stage, "path": value.path}
     if isinstance(value, Actor):
         return {"__actor__": True}
+    if isinstance(value, TestEvidence):
+        return {"__test_record__": True}
     if isinstance(value, LedgerPath):
         return {"__ledger__": value.path}
     return value
@@ -138,6 +140,8 @@ def _encode_input(value, spec):
 def describe_input(value):
     if isinstance(value, dict) and "__from_stage__" in value:
         return "<from stage %s: %s>" % (value["__from_stage__"], value["path"])
+    if isinstance(value, dict) and "__test_record__" in value:
+        return TestEvidence().describe()
     if isinstance(value, dict) and "__actor__" in value:
         return "<identity running the stage>"
     if isinstance(value, dict) and "__ledger__" in value:

@@ -57,6 +57,18 @@ def test_validate_reports_every_problem_and_exits_2(esd, workspace):
         "message": 'metadata.requested_completion: expected a date (YYYY-MM-DD), found "soon"'}
 
 
+def test_validate_also_refuses_targets_that_match_no_host_unless_offline(esd, workspace):
+    path = write_document(workspace, minimal_document("remove", **{"spec.targets.hosts": "web_servers"}))
+    rc, out, _ = esd("validate", path)
+    assert rc == 2
+    assert out.splitlines() == [
+        "%s: 1 problem(s)" % path,
+        '  spec.targets.hosts: expected a host pattern matching at least one host of %s, found no host matching '
+        '"web_servers"' % os.path.join(REPO, "inventories", "demo")]
+    rc, out, _ = esd("validate", path, "--offline")          # the schema alone is fine
+    assert rc == 0 and out == "%s: valid (CO-remove, type remove)\n" % path
+
+
 def test_the_exit_codes_of_a_change_order_life(esd, workspace):
     path = write_document(workspace, minimal_document("software_release"))
     rc, data = js(esd("run", path, "--as", "bob", "--json", "--quiet"))
@@ -118,6 +130,23 @@ def test_log_verify_fails_on_a_tampered_log(esd, workspace, tmp_path):
     assert rc == 1
     assert out.splitlines()[-2:] == ["audit log BROKEN:",
                                      "  record 1: content does not match its hash (the record was edited)"]
+
+
+def test_a_deleted_last_record_stops_the_next_command_instead_of_being_covered_up(esd, workspace, tmp_path):
+    path = write_document(workspace, minimal_document("software_release"))
+    assert esd("run", path, "--as", "bob", "--quiet")[0] == 3                   # waiting at test_signoff
+    audit = tmp_path / "ledger" / "CO-software-release" / "audit.jsonl"
+    lines = audit.read_text().splitlines()
+    assert json.loads(lines[-1])["event"] == "gate_pending"
+    audit.write_text("\n".join(lines[:-1]) + "\n")                             # someone deletes the last record
+    rc, out, err = esd("approve", "CO-software-release", "--gate", "test_signoff", "--as", "carol")
+    assert rc == 1
+    assert "does not end where the ledger state says" in err and "nothing was written" in err
+    assert audit.read_text().splitlines() == lines[:-1]
+    rc, out, _ = esd("log", "CO-software-release", "--verify")
+    assert rc == 1 and "records were deleted from the end" in out
+    state = json.loads((tmp_path / "ledger" / "CO-software-release" / "state.json").read_text())
+    assert (state["status"], state["steps"]["test_signoff"]["status"]) == ("waiting", "pending")
 
 
 def test_a_locked_change_order_exits_4(esd, workspace, tmp_path):

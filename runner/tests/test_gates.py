@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import io
+import json
+import tarfile
+
 import pytest
 
-from esd import gates
+from esd import engine as engine_mod, gates, ledger as ledger_mod
+from esd.engine import Engine
 from esd.errors import GateError
+
+from esd_fixtures import REPO, FakeStages, minimal_document, write_document
 
 
 def state(**steps):
@@ -56,3 +63,36 @@ def test_approver_lists_and_pending_state():
 def test_a_failed_build_makes_no_builder():
     failed = state(build={"kind": "stage", "status": "failed", "site": "build", "run_by": "bob"})
     assert gates.builders(failed) == {"bob-declared"}
+
+
+def test_identities_compare_without_case():
+    with pytest.raises(GateError, match="separation of duties: Bob built the artifact"):
+        gates.check_decision(state(), "test_signoff", "Bob", True)
+    with pytest.raises(GateError, match="ALICE requested change order CO-1"):
+        gates.check_decision(state(), "change_board", "ALICE", True)
+
+
+def _package_with_builder(path, builder):
+    """A minimal .esdpkg: MANIFEST.json first, as esd.osp.package writes it."""
+    manifest = json.dumps({"name": "hello-agent", "version": "1.1.0", "build": {"builder": builder}}).encode()
+    with tarfile.open(path, "w:gz") as archive:
+        info = tarfile.TarInfo("MANIFEST.json")
+        info.size = len(manifest)
+        archive.addfile(info, io.BytesIO(manifest))
+    return str(path)
+
+
+def test_the_builder_named_in_the_artifact_cannot_be_declared_away(workspace, tmp_path, monkeypatch):
+    """A test_package change order declaring another builder: the artifact's own manifest still names mallory."""
+    monkeypatch.setattr(engine_mod, "run_stage", FakeStages())
+    engine = Engine(ledger_mod.Ledger(str(tmp_path / "ledger")), project_dir=REPO)
+    artifact = _package_with_builder(tmp_path / "hello-agent-1.1.0.esdpkg", "mallory")
+    doc = minimal_document("test_package", **{"spec.software.artifact": artifact, "spec.software.builder": "erin"})
+    outcome = engine.run(write_document(workspace, doc), "alice")
+    assert (outcome.status, outcome.step) == ("waiting", "test_signoff")
+    state = engine.ledger.get(outcome.change_order).read_state()
+    assert state["change_order"]["artifact_builders"] == ["mallory"]
+    with pytest.raises(GateError, match="separation of duties: mallory built the artifact of change order %s"
+                       % outcome.change_order):
+        engine.decide(outcome.change_order, "test_signoff", "mallory", True, "looks fine")
+    engine.decide(outcome.change_order, "test_signoff", "carol", True, "tested")

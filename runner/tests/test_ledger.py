@@ -11,7 +11,7 @@ import textwrap
 import pytest
 
 from esd import ledger as ledger_mod
-from esd.errors import LockedError, UsageError
+from esd.errors import LedgerError, LockedError, UsageError
 
 
 @pytest.fixture
@@ -79,6 +79,52 @@ def test_records_deleted_from_the_end_are_detected(entry):
                         "from the end"]
 
 
+@pytest.mark.parametrize("cut", [1, 2])
+def test_a_deleted_tail_is_not_covered_up_by_the_next_record(entry, cut):
+    """Deleting the last record(s) and letting the next command append would make a consistent-looking chain:
+    the append is refused instead, the log is left as it is and --verify still reports the deletion."""
+    _rewrite(entry, entry.read_audit()[:-cut])
+    before = open(entry.audit_path, encoding="utf-8").read()
+    state = entry.read_state()
+    with pytest.raises(LedgerError) as raised:
+        entry.append_audit("gate_approved", "dave", state=state)
+    assert str(raised.value) == (
+        "audit log %s does not end where the ledger state says (record 5, hash %s...; the log ends at record %d): "
+        "records were deleted or edited, so nothing was written; `esd log CO-1 --verify` shows what is wrong"
+        % (entry.audit_path, state["audit_head"]["hash"][:12], 5 - cut))
+    assert open(entry.audit_path, encoding="utf-8").read() == before
+    assert entry.read_state()["audit_head"]["seq"] == 5
+    assert not entry.verify_audit()[0]
+
+
+def test_a_last_record_replaced_with_a_forged_one_is_refused(entry):
+    records = entry.read_audit()
+    records[-1]["actor"] = "mallory"
+    records[-1]["hash"] = ledger_mod.record_hash(records[-1])
+    _rewrite(entry, records)
+    with pytest.raises(LedgerError, match="does not end where the ledger state says"):
+        entry.append_audit("later", "bob")                  # without a state: the state file's head is used
+
+
+def test_one_record_past_the_head_is_a_crash_between_append_and_state_write(entry):
+    entry.append_audit("stage_started", "alice")            # appended, state not updated (as after a crash)
+    state = entry.read_state()
+    assert state["audit_head"]["seq"] == 5
+    assert entry.append_audit("stage_succeeded", "alice", state=state)["seq"] == 7
+    assert entry.verify_audit() == (True, [], 7)
+
+
+def test_a_torn_last_line_is_a_clear_error_not_a_traceback(entry):
+    with open(entry.audit_path, "a", encoding="utf-8") as handle:
+        handle.write('{"seq": 6, "time": "2026-')
+    size = os.path.getsize(entry.audit_path)
+    with pytest.raises(LedgerError) as raised:
+        entry.append_audit("later", "bob", state=entry.read_state())
+    assert str(raised.value) == ("the last line of audit log %s is not JSON (a torn write?): nothing was written; "
+                                 "`esd log CO-1 --verify` shows the log" % entry.audit_path)
+    assert os.path.getsize(entry.audit_path) == size
+
+
 def test_a_line_that_is_not_json_is_reported(entry):
     with open(entry.audit_path, "a", encoding="utf-8") as handle:
         handle.write("garbage\n")
@@ -108,7 +154,8 @@ def test_unknown_change_order_is_a_usage_error(tmp_path):
         ledger_mod.Ledger(str(tmp_path)).get("CO-404")
 
 
-def test_the_lock_refuses_a_second_holder_and_names_the_first(entry):
+def _hold_lock(entry):
+    """A process holding the change order's lock (as a running `esd run` would) until it is killed."""
     holder = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent("""
             import sys, time
@@ -120,8 +167,13 @@ def test_the_lock_refuses_a_second_holder_and_names_the_first(entry):
             time.sleep(60)
         """ % (os.path.dirname(os.path.dirname(ledger_mod.__file__)), os.path.dirname(entry.path)))],
         stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    return holder
+
+
+def test_the_lock_refuses_a_second_holder_and_names_the_first(entry):
+    holder = _hold_lock(entry)
     try:
-        assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(LockedError) as raised:
             entry.lock("dave", "esd run CO-1")
         message = str(raised.value)
@@ -137,3 +189,21 @@ def test_the_lock_refuses_a_second_holder_and_names_the_first(entry):
     entry.lock("dave", "esd run CO-1")
     assert json.loads(open(entry.lock_path).read())["user"] == "dave"
     entry.unlock()
+
+
+def test_cancelling_a_run_that_does_not_stop_in_time_exits_locked_and_the_request_stands(entry):
+    from esd.engine import Engine
+
+    holder = _hold_lock(entry)
+    try:
+        engine = Engine(ledger_mod.Ledger(os.path.dirname(entry.path)))
+        with pytest.raises(LockedError) as raised:
+            engine.cancel("CO-1", "erin", "wrong week", wait_seconds=0.5)
+        assert raised.value.exit_code == 4
+        assert str(raised.value) == (
+            "asked process %d to cancel change order CO-1; it has not stopped within 0.5 s (the request stands: it "
+            "stops at its next check; `esd status CO-1` shows when)" % holder.pid)
+        assert entry.cancel_request()["actor"] == "erin"
+    finally:
+        holder.kill()
+        holder.wait()

@@ -28,9 +28,10 @@ def test_every_request_type_has_a_plan(workspace, type_id):
     assert plan.stages, "a plan without stages does nothing"
     for stage in plan.stages:
         assert os.path.isabs(stage.playbook)
-        assert stage.playbook_exists == os.path.isfile(stage.playbook)
-        if not stage.playbook_exists and not stage.skip:
-            assert any(stage.id in note and "not built yet" in note for note in plan.notes)
+        # Every stage of the catalogue has its playbook in this project (the "not built yet" path is tested
+        # with a copy of the project missing one).
+        assert stage.playbook_exists and os.path.isfile(stage.playbook), stage.playbook
+        assert not any("not built yet" in note for note in plan.notes)
     # Production work always needs the change board.
     if "production" in plan.sites:
         assert "change_board" in [gate.id for gate in plan.gates]

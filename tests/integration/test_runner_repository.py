@@ -29,14 +29,7 @@ def _playbook(fleet, name, *extra):
 
 def _release_to_the_depot(fleet):
     """hello-agent 1.1.0 built, entered into the repository, promoted to production on a test record, distributed."""
-    dest = os.path.join(fleet.root, "artifacts")
-    _playbook(fleet, "build_package.yml", "-e", json.dumps({
-        "build_package_src": os.path.join(REPO, "examples", "packages", "hello-agent-1.1"),
-        "build_package_dest": dest, "build_package_scan": False, "build_package_builder": "bob"}))
-    artifact = os.path.join(dest, "hello-agent-1.1.0.esdpkg")
-    import hashlib
-    with open(artifact, "rb") as handle:
-        digest = hashlib.sha256(handle.read()).hexdigest()
+    artifact, digest = _build(fleet)
     _playbook(fleet, "promote.yml", "-e", json.dumps({"promote_name": "hello-agent", "promote_version": "1.1.0",
                                                        "promote_src": artifact, "promote_channel": "test"}))
     _playbook(fleet, "promote.yml", "-e", json.dumps({
@@ -45,6 +38,57 @@ def _release_to_the_depot(fleet):
                                 "result": "passed"}}))
     _playbook(fleet, "distribute.yml")
     return artifact, digest
+
+
+def _build(fleet):
+    dest = os.path.join(fleet.root, "artifacts")
+    _playbook(fleet, "build_package.yml", "-e", json.dumps({
+        "build_package_src": os.path.join(REPO, "examples", "packages", "hello-agent-1.1"),
+        "build_package_dest": dest, "build_package_scan": False, "build_package_builder": "bob"}))
+    artifact = os.path.join(dest, "hello-agent-1.1.0.esdpkg")
+    import hashlib
+    with open(artifact, "rb") as handle:
+        return artifact, hashlib.sha256(handle.read()).hexdigest()
+
+
+def _repository_entry(fleet, channel, name="hello-agent", version="1.1.0"):
+    entries = (_repository_channels(fleet, name).get(channel) or {}).get("entries") or []
+    return next((e for e in entries if e["version"] == version), None)
+
+
+def test_add_to_production_rests_on_the_test_change_order_named_in_the_backout(seeded_fleet):
+    """add_to_production through the runner: the change board is refused until the change order named in
+    spec.backout.rehearsed_in has tested this digest with a rehearsed backout; then the package is entered into
+    the repository and promoted to production on that test record."""
+    fleet = seeded_fleet
+    artifact, digest = _build(fleet)
+    software = {"name": "hello-agent", "version": "1.1.0", "artifact": artifact, "sha256": digest}
+    path = fleet.write({
+        "apiVersion": "esd.osp/v1", "kind": "ChangeOrder",
+        "metadata": {"id": "IT-ADD-1", "title": "integration: add hello-agent 1.1.0 to production",
+                     "requester": "alice", "requested_completion": "2030-01-01"},
+        "spec": {"type": "add_to_production", "software": software, "targets": {"inventory": DEMO_INVENTORY},
+                 "backout": {"plan": "retire 1.1.0", "rehearsed_in": "IT-TEST-ADD"}}}, "IT-ADD-1.yml")
+    fleet.esd_json("run", path, "--quiet", user="erin", expect_rc=3)
+    refused = fleet.esd("approve", "IT-ADD-1", "--gate", "change_board", user="dave")
+    assert refused.returncode != 0
+    assert "spec.backout.rehearsed_in: change order IT-TEST-ADD is not in the ledger" in refused.stderr
+    assert _repository_entry(fleet, "production") is None
+
+    fleet.esd_json("run", fleet.write({
+        "apiVersion": "esd.osp/v1", "kind": "ChangeOrder",
+        "metadata": {"id": "IT-TEST-ADD", "title": "integration: test hello-agent 1.1.0", "requester": "alice",
+                     "requested_completion": "2030-01-01"},
+        "spec": {"type": "test_package", "software": dict(software, builder="bob"),
+                 "targets": {"inventory": DEMO_INVENTORY}}}, "IT-TEST-ADD.yml"), "--quiet", user="carol", expect_rc=3)
+    fleet.esd_json("approve", "IT-ADD-1", "--gate", "change_board", user="dave")
+    fleet.esd_json("run", "IT-ADD-1", "--quiet", user="erin")
+    state = fleet.state("IT-ADD-1")
+    assert state["status"] == "succeeded", state.get("reason")
+    entry = _repository_entry(fleet, "production")
+    assert entry["sha256"] == digest and entry["from_channel"] == "test"
+    assert entry["evidence"] == "IT-TEST-ADD" and entry["promoted_by"] == "erin"
+    assert (entry["test_record"]["id"], entry["test_record"]["result"]) == ("IT-TEST-ADD-test", "passed")
 
 
 def test_a_tampered_depot_index_refuses_the_install_and_changes_no_host(seeded_fleet):
@@ -130,14 +174,19 @@ def _approved_run(fleet, change_order_id, type_id, software, hosts=None):
     return fleet.state(change_order_id)
 
 
-def _repository_versions(fleet, name="hello-agent"):
-    """{channel: [versions]} from the repository's channels, read with esd.osp.repository_info."""
+def _repository_channels(fleet, name="hello-agent"):
+    """{channel: {entries: [...]}} of the repository, read with esd.osp.repository_info."""
     proc = subprocess.run(["ansible", "repository", "-i", DEMO_INVENTORY, "-m", "esd.osp.repository_info", "-a",
                            "path=%s name=%s" % (os.path.join(fleet.root, "repository"), name), "-o"],
                           env=fleet.env, capture_output=True, text=True, cwd=REPO, timeout=300, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    result = json.loads(proc.stdout.split("=>", 1)[1])
-    return {channel: [entry["version"] for entry in data["entries"]] for channel, data in result["channels"].items()}
+    return json.loads(proc.stdout.split("=>", 1)[1]).get("channels") or {}     # none before the first promotion
+
+
+def _repository_versions(fleet, name="hello-agent"):
+    """{channel: [versions]} from the repository's channels."""
+    return {channel: [entry["version"] for entry in data["entries"]]
+            for channel, data in _repository_channels(fleet, name).items()}
 
 
 def test_delete_package_and_retire_through_the_runner(seeded_fleet):
