@@ -332,6 +332,21 @@ def test_closing_records_lessons_learned_and_writes_the_evaluation(workspace, en
             jsonschema.validate(json.load(handle), schema.SCHEMAS[kind])
 
 
+def test_every_host_can_be_found_in_the_status_report_however_many_share_a_change(workspace, engine, fleet):
+    fleet.failures["install_beta"] = [{"prod-002": "reverted"}]
+    assert drive(engine, release(workspace, **{"spec.rollout": {"min_success_percent": 50, "wave_size": 7}})).status \
+        == "succeeded"
+    entry, state = state_of(engine)
+    data = reports.build("status", state, entry)
+    markdown = reports.render("status", data, "md")
+    assert "### Every host" in markdown
+    assert "| prod-017 | hello-agent: 1.0.0 committed -\\> 1.1.0 committed (updated) |" in markdown
+    assert "| prod-002 | hello-agent: 1.0.0 committed -\\> 1.0.0 committed (reverted) |" in markdown
+    page = reports.render("status", data, "html")
+    assert "<details><summary>prod-001, prod-003, prod-004, prod-005 ... prod-024 (23 hosts)</summary>" in page
+    assert "prod-017" in page.split("<details>", 1)[1]
+
+
 def test_release_notes_of_an_image_update_come_from_its_manifest(workspace, engine, fleet):
     doc = minimal_document("prepare_image_update")
     assert drive(engine, write_document(workspace, doc)).status == "succeeded"
@@ -446,6 +461,12 @@ def assert_self_contained(page):
     assert "<script" not in page and "<link" not in page and "<img" not in page and "@import" not in page
     urls = set(re.findall(r"(?:https?:)?//[\w.-]+[^\s\"'<>)]*", page))
     assert urls <= {"http://www.w3.org/2000/svg", "https://json-schema.org/draft/2020-12/schema"}, urls
+
+
+def test_multi_paragraph_free_text_keeps_its_paragraphs_in_markdown():
+    assert md.paragraphs("Soak longer.\n\nAsk | the beta\nowners first.\n\n\n") == \
+        "Soak longer.\n\nAsk \\| the beta owners first."
+    assert md.paragraphs("") == "-"
 
 
 def test_html_helpers_escape_everything_and_markdown_tables_survive_odd_values():

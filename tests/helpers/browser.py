@@ -1,7 +1,7 @@
 """Headless Chromium for tests that check HTML reports really render: a screenshot and the rendered DOM.
 
     from helpers.browser import Browser, require_browser
-    browser = require_browser()                          # skips the test when Chromium is not installed
+    browser = require_browser()                          # fails the test when Chromium is not installed
     page = browser.render("/path/report.html", "/tmp/report.png")
     assert page.text_contains("Conclusion: PASS") and page.screenshot_looks_rendered()
 
@@ -39,9 +39,11 @@ def find_chromium():
 
 
 def require_browser():
+    """The browser, or a failed test: a report check that silently does not run proves nothing."""
     path = find_chromium()
     if not path:
-        pytest.skip("Chromium is not installed (apt-get install chromium, or scripts/bootstrap.sh --test)")
+        pytest.fail("Chromium is not installed (apt-get install chromium, or scripts/bootstrap.sh --test)",
+                    pytrace=False)
     return Browser(path)
 
 

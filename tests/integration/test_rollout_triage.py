@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 
 import pytest
@@ -182,26 +181,18 @@ def test_the_distribution_report_lists_waves_triage_and_exceptions(rollout):
 
 
 def test_the_html_report_renders_in_headless_chromium(rollout, tmp_path):
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.fail("chromium is not installed: run scripts/bootstrap.sh --test", pytrace=False)
-    page = os.path.join(rollout["fleet"].ledger, CO, "report", "distribution.html")
+    from helpers.browser import require_browser
+
+    browser = require_browser()
+    page_path = os.path.join(rollout["fleet"].ledger, CO, "report", "distribution.html")
     screenshot = str(tmp_path / "distribution.png")
-    common = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-              "--disable-background-networking", "--disable-component-update", "--disable-sync",
-              "--user-data-dir=%s" % (tmp_path / "profile")]
-    shot = subprocess.run(common + ["--screenshot=%s" % screenshot, "--window-size=1280,2000", "file://" + page],
-                          capture_output=True, text=True, timeout=180)
-    assert shot.returncode == 0 and os.path.getsize(screenshot) > 20000, shot.stderr[-2000:]
-    dom = subprocess.run(common + ["--dump-dom", "file://" + page], capture_output=True, text=True, timeout=180)
-    assert dom.returncode == 0, dom.stderr[-2000:]
-    html = dom.stdout
+    page = browser.render(page_path, screenshot)
+    assert page.screenshot_looks_rendered()
     for table in ("waves", "triage", "exceptions", "backout", "endpoints", "problems"):
-        assert '<table id="%s">' % table in html
-    assert html.count('<rect class="bar"') == 4                 # beta and three waves
-    assert 'id="success-chart"' in html
-    with open(screenshot, "rb") as handle:
-        assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
+        assert '<table id="%s">' % table in page.dom
+    assert page.dom.count('<rect class="bar"') == 4                 # beta and three waves
+    assert 'id="success-chart"' in page.dom
+    assert page.text_contains("Distribution report", CO)
     keep = os.environ.get("ESD_KEEP_SCREENSHOT")
     if keep:
         shutil.copy(screenshot, keep)

@@ -270,7 +270,7 @@ def render_markdown(data):
             (t(g["gate"]), t(g["status"]), t(g["decided_by"]), t(g["decided_at"]),
              common.human_duration(g["waited_seconds"])) for g in data["gates"]])]
     blocks += [md.heading("Lessons learned"),
-               t(data["lessons_learned"]) if data["lessons_learned"] else
+               md.paragraphs(data["lessons_learned"]) if data["lessons_learned"] else
                "_Not recorded yet: `esd close %s --comment ...` records them._" % data["change_order"]]
     if closure.get("known_errors"):
         blocks += [md.heading("Known errors recorded at closure"), md.table(["known error", "workaround"], [

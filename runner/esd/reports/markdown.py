@@ -16,6 +16,12 @@ def text(value):
     return _TABLE_SPECIAL.sub(r"\\\1", value) if value else "-"
 
 
+def paragraphs(value):
+    """Free text as Markdown paragraphs: each paragraph escaped like text(), blank lines between them kept."""
+    parts = [text(part) for part in str(value or "").replace("\r\n", "\n").split("\n\n") if part.strip()]
+    return "\n\n".join(parts) if parts else "-"
+
+
 def code(value):
     """A value as a code span (digests, paths, commands); backticks inside are handled."""
     if value is None or value == "":

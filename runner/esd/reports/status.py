@@ -271,6 +271,14 @@ def _host_list(hosts, shown=6):
     return ", ".join(hosts) if len(hosts) <= shown else "%s ... %s" % (", ".join(hosts[:4]), hosts[-1])
 
 
+def _html_host_list(hosts, shown=12):
+    """Every host, folded behind the short form when there are many (no script: a <details> element)."""
+    if len(hosts) <= shown:
+        return ", ".join(hosts)
+    return html.tag("details", html.tag("summary", "%s (%d hosts)" % (_host_list(hosts, shown), len(hosts)))
+                    + html.tag("div", ", ".join(hosts), class_="hosts"))
+
+
 def change_words(host_change):
     """One host's overall change in words: ``hello-agent: 1.0.0 committed -> 1.1.0 committed (updated)``."""
     if host_change["unread"]:
@@ -349,6 +357,10 @@ def render_markdown(report):
                             [(str(len(hosts)), t(before), t(after), t(words), t(_host_list(hosts)))
                              for (before, after, words), hosts in _before_after_groups(changes["hosts"])],
                             numeric=(0,))]
+        if any(len(hosts) > 6 for _, hosts in _before_after_groups(changes["hosts"])):
+            # The table folds long host lists: every host's change is listed here, so each one can be found.
+            blocks += [md.heading("Every host", 3), md.table(
+                ["host", "change"], [(t(host), t(change_words(data))) for host, data in sorted(changes["hosts"].items())])]
     blocks += [md.heading("Open problems")]
     if report.get("open_problems"):
         blocks.append(md.table(["id", "title", "hosts", "stage", "opened"],
@@ -451,7 +463,7 @@ def render_html(report):
         body.append(h.section("Hosts per state", h.stacked_bar(
             [(g["state"], g["count"], _group_tone(g, not_as_intended)) for g in report["hosts_by_state"]],
             title="endpoints per state"), h.table(
-            ["hosts", "state", "which"], [(g["count"], g["state"], _host_list(g["hosts"], 12))
+            ["hosts", "state", "which"], [(g["count"], g["state"], _html_host_list(g["hosts"]))
                                           for g in report["hosts_by_state"]], numeric=(0,))))
     changes = report.get("inventory_changes")
     if changes and changes["hosts"]:
@@ -463,7 +475,7 @@ def render_html(report):
                    "same change are grouped."
                    % (changes["snapshots"], common.human_duration(changes["seconds"])), note=True),
             h.table(["hosts", "before", "after", "change", "which"],
-                    [(len(hosts), before, after, words, _host_list(hosts, 12))
+                    [(len(hosts), before, after, words, _html_host_list(hosts))
                      for (before, after, words), hosts in groups],
                     numeric=(0,), cell_classes=lambda r, col, groups=groups:
                     (("cell-fail" if "rolled back" in groups[r][0][2] or "reverted" in groups[r][0][2]
