@@ -47,8 +47,8 @@ TEST_TASKS = ("Test package | install | Install and activate (the package's heal
               "Test package | verify | Check the backout left the host as it was")
 IMAGE_TEST_TASKS = ("Test image | verify | Check the image and its identity",
                     "Test image | provision | Provision the test node from the image",
-                    "Test image | lifecycle | Backout rehearsal inside the node: install, update, roll back, update "
-                    "again, commit",
+                    "Test image | lifecycle | Backout rehearsal inside the node (install, update, roll back, update "
+                    "again, commit)",
                     "Test image | test plan | Run the image's test plan against the node")
 BUILD_TASKS = ("Build package | scan | Scan the sources with ClamAV", "Build package | build | Build the artifact",
                "Build package | unit test | Install and activate (runs the health check)",

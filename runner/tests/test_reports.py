@@ -463,6 +463,14 @@ def assert_self_contained(page):
     assert urls <= {"http://www.w3.org/2000/svg", "https://json-schema.org/draft/2020-12/schema"}, urls
 
 
+def test_a_host_left_unhealthy_by_its_rollback_is_not_told_to_roll_back_again():
+    from esd.reports import release_notes
+
+    advice = release_notes._workaround({"result": "failed", "phase": "rollback_health_check"})
+    assert advice.startswith("the host was rolled back, but the version it went back to fails its health check")
+    assert "rollback_update" not in advice
+
+
 def test_multi_paragraph_free_text_keeps_its_paragraphs_in_markdown():
     assert md.paragraphs("Soak longer.\n\nAsk | the beta\nowners first.\n\n\n") == \
         "Soak longer.\n\nAsk \\| the beta owners first."

@@ -51,6 +51,9 @@ def _workaround(failure):
     if status == "unreachable" or phase in ("fetch", "download", "verify"):
         return ("nothing changed on the host: make it reachable / fix the download, then `esd run` the change "
                 "order again to redistribute to it")
+    if phase == "rollback_health_check":
+        return ("the host was rolled back, but the version it went back to fails its health check: it needs "
+                "hands-on repair (a manual problem), not another rollback")
     if phase in ("health_check", "activate", "post_activate"):
         return ("the package reverted the host to its previous version; investigate the health check before "
                 "retrying")
