@@ -298,8 +298,11 @@ def read_results(private_data_dir):
             except (ValueError, UnicodeDecodeError):
                 manifest = {"family": None, "version": None, "error": "unreadable /etc/esd/image.json"}
             parent = manifest.get("parent") if isinstance(manifest.get("parent"), dict) else {}
-            found.setdefault(host, {"packages": [], "image": None})["image"] = {
-                "family": manifest.get("family"), "version": manifest.get("version"), "parent": parent.get("version")}
+            image = {"family": manifest.get("family"), "version": manifest.get("version"),
+                     "parent": parent.get("version")}
+            if manifest.get("error"):
+                image["error"] = manifest["error"]
+            found.setdefault(host, {"packages": [], "image": None})["image"] = image
     return found
 
 
@@ -372,6 +375,8 @@ def describe_package(package):
 def describe_image(image):
     if not image:
         return "no esd image"
+    if image.get("error"):
+        return "unknown image (%s)" % image["error"]
     return "%s %s" % (image.get("family"), image.get("version"))
 
 
