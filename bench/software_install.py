@@ -7,6 +7,7 @@ same artifact, the same inventory shape (local connection, one root per host) an
 """
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -58,8 +59,12 @@ def main():
     work = tempfile.mkdtemp(prefix="esd-bench-")
     try:
         artifact, sha256 = build_artifact(work)
+        # The baseline verifies what it copied too (ansible.builtin.copy's checksum is a SHA-1), so both sides
+        # do an integrity check; esd.osp.software checks the sha256.
+        with open(artifact, "rb") as handle:
+            sha1 = hashlib.sha1(handle.read()).hexdigest()
         extravars = {"bench_name": "hello-agent", "bench_version": "1.0.0", "bench_artifact": artifact,
-                     "bench_sha256": sha256}
+                     "bench_sha256": sha256, "bench_sha1": sha1}
         print("| hosts | esd.osp.software s | hosts/s | conventional role s | hosts/s | ratio |")
         print("|---:|---:|---:|---:|---:|---:|")
         for size in [int(s) for s in args.sizes.split(",")]:
