@@ -20,8 +20,9 @@ description:
   - V(rollback) - the endpoint changed and then failed - an install hook or the health check failed (the module
     reverts the host; the backout confirms the previous version), the automatic revert failed, a health-check
     playbook failed after the deployment, or a later task failed after the endpoint changed.
-  - V(manual) - anything else (invalid arguments, a missing prerequisite, an I/O error, a refused request, an
-    unknown failure, an endpoint that became unreachable after it changed) - a person must look at it.
+  - V(manual) - anything else (invalid arguments, a missing prerequisite, an I/O error, a refused request, a
+    rollback whose previous version then failed its health check, an unknown failure, an endpoint that became
+    unreachable after it changed) - a person must look at it.
   - Failures of tasks with C(ignore_errors) do not count. Each endpoint's entry says why it is in its class.
 options:
   _input:
@@ -108,6 +109,8 @@ MANUAL_PHASES = {
     "rollback": "rollback refused",
     "commit": "commit refused",
     "remove": "removal refused",
+    # the rollback happened, but the version it returned to is unhealthy: there is nothing left to roll back to
+    "rollback_health_check": "rolled back, but the previous version failed its health check",
 }
 _TIMEOUT_WORDS = ("timed out", "timeout")
 

@@ -16,8 +16,13 @@ description:
     anything, so the sha256 pins a play hands to M(esd.osp.software) come from a verified index.
   - A tampered, unsigned or untrusted index fails the lookup with a message naming the file and what did not match.
   - Returns one dictionary per term (channel) with C(channel), C(serial), C(key_id), C(index_sha256),
-    C(trusted_keys) and C(entries) (only those of O(name) when given); with O(name) and O(version) it returns that
-    entry instead. Naming an entry the channel does not have fails the lookup. Every entry carries C(sha256), C(size) and C(path) (C(blobs/sha256/<hex>)).
+    C(trusted_keys), C(excluded) and C(entries) (only those of O(name) when given); with O(name) and O(version) it
+    returns that entry instead. Naming an entry the channel does not have fails the lookup. Every entry carries
+    C(sha256), C(size) and C(path) (C(blobs/sha256/<hex>)).
+  - On a depot, a package deleted with C(delete_package) (M(esd.osp.depot_channel) O(esd.osp.depot_channel#module:state=absent))
+    is still listed by the signed index, but its blob is gone; the depot's C(depot.json) lists it under C(excluded).
+    Naming such a package fails the lookup with "<name> <version> was deleted from depot <depot> (delete_package)";
+    C(entries) leaves deleted packages out and C(excluded) lists them.
 options:
   _terms:
     description: Channel names.
@@ -73,6 +78,7 @@ _raw:
 """
 
 import hashlib
+import json
 import os
 
 from ansible.errors import AnsibleError
@@ -80,6 +86,35 @@ from ansible.module_utils.common.text.converters import to_native
 from ansible.plugins.lookup import LookupBase
 
 from ansible_collections.esd.osp.plugins.module_utils import _depot, _signing
+
+
+def deleted_here(source, channel):
+    """{(name, version): record} of the packages deleted from this depot (depot.json ``excluded``).
+
+    depot.json is the depot's own record, not signed: it can only take entries away from what the
+    signed index lists, never add or change one. A repository (or an older depot) has none.
+    """
+    data = source.read("depot.json", missing_ok=True)
+    if data is None:
+        return {}
+    try:
+        state = json.loads(data.decode("utf-8"))
+    except ValueError as exc:
+        raise AnsibleError("depot state %s is not valid JSON: %s" % (source.url("depot.json"), exc))
+    if not isinstance(state, dict) or state.get("channel", channel) != channel:
+        return {}
+    return dict(((x.get("name"), x.get("version")), x) for x in state.get("excluded") or [] if isinstance(x, dict))
+
+
+def deleted_message(name, version, listed, excluded, depot, channel):
+    """Why entries the signed index lists cannot be taken from this depot, and what to do."""
+    record = excluded[(listed[0]["name"], listed[0]["version"])]
+    who = "".join(" %s %s" % (word, record[key]) for word, key in (("by", "by"), ("at", "at")) if record.get(key))
+    return ("%s %s was deleted from depot %s (delete_package%s); the signed %s index still lists it, but the depot no "
+            "longer holds its blob: take it from another depot, or bring it back with a sync that readmits it "
+            "(esd.osp.depot_channel readmit, role variable depot_readmit: [%s])" % (
+                name, version or ", ".join(e["version"] for e in listed), depot, who and "," + who,
+                channel, "%s=%s" % (name, version) if version else name))
 
 
 class LookupModule(LookupBase):
@@ -98,17 +133,22 @@ class LookupModule(LookupBase):
             for channel in terms:
                 data, dummy, index, key = _depot.fetch_index(source, channel, keys)
                 name, version = self.get_option("name"), self.get_option("version")
-                entries = [e for e in index["entries"]
-                           if (not name or e["name"] == name) and (not version or e["version"] == version)]
-                if name and not entries:
+                excluded = deleted_here(source, channel)
+                listed = [e for e in index["entries"]
+                          if (not name or e["name"] == name) and (not version or e["version"] == version)]
+                if name and not listed:
                     raise AnsibleError("%s%s is not in the %s channel of %s (serial %s)" % (
                         name, " %s" % version if version else "", channel, repository, index.get("serial")))
+                entries = [e for e in listed if (e["name"], e["version"]) not in excluded]
+                if name and not entries:
+                    raise AnsibleError(deleted_message(name, version, listed, excluded, repository, channel))
                 if name and version:
                     results.append(entries[0])
                     continue
                 results.append({"channel": channel, "serial": index.get("serial"), "key_id": key,
                                 "index_sha256": hashlib.sha256(data).hexdigest(), "trusted_keys": keys,
-                                "updated_at": index.get("updated_at"), "entries": entries})
+                                "updated_at": index.get("updated_at"), "entries": entries,
+                                "excluded": sorted(excluded.values(), key=lambda x: (x["name"], x["version"]))})
             return results
         except (_depot.DepotError, _signing.SigningError) as exc:
             raise AnsibleError("esd.osp.channel_index: %s" % to_native(exc))

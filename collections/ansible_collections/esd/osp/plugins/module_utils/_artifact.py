@@ -155,9 +155,7 @@ def collect_files(spec, src_dir):
         if rel == ".esd" or rel.startswith(".esd/"):
             raise ArtifactError("payload may not contain the reserved directory .esd (%s)" % full)
         if stat.S_ISLNK(st.st_mode):
-            target = os.readlink(full)
-            check_link_target(path, target, "payload")
-            entries.append({"path": path, "type": "link", "target": target, "full": full})
+            entries.append({"path": path, "type": "link", "target": os.readlink(full), "full": full})
         elif stat.S_ISDIR(st.st_mode):
             entries.append({"path": path, "type": "dir", "mode": "0755", "full": full})
         elif stat.S_ISREG(st.st_mode):
@@ -165,6 +163,9 @@ def collect_files(spec, src_dir):
                             "size": st.st_size, "sha256": sha256_file(full), "full": full})
         else:
             raise ArtifactError("payload file %s is not a regular file, directory or symlink" % full)
+    links = dict((entry["path"], entry["target"]) for entry in entries if entry["type"] == "link")
+    for path, target in sorted(links.items()):
+        check_link_target(path, target, "payload", links)
     for hook, rel in sorted(spec["hooks"].items()):
         full = os.path.join(src_dir, rel)
         entries.append({"path": "hooks/" + hook, "type": "file", "mode": "0755",
@@ -203,6 +204,35 @@ def default_build_time(src_dir):
     return newest
 
 
+def scan_evidence(scan):
+    """The part of an esd.osp.scan result that goes into the manifest.
+
+    Only what describes the scan itself is kept: the engine's program version (without the signature
+    database version and date that ``clamscan --version`` appends, which describe its default database,
+    not necessarily the one used), whether it was clean, what it found (paths relative to the scanned
+    tree) and the digest of the signature database. The scanned path and the database path are dropped:
+    they depend on how the source was spelled, and the artifact's bytes must not.
+    """
+    if not isinstance(scan, dict):
+        raise ArtifactError("scan_result must be a mapping (the scan result of esd.osp.scan), got %r" % (scan,))
+    scanned = str(scan.get("path") or "").rstrip("/")
+    infected = []
+    for item in scan.get("infected") or []:
+        item = dict(item) if isinstance(item, dict) else {"path": str(item)}
+        path = str(item.get("path") or "")
+        if scanned and path.startswith(scanned + "/"):
+            item["path"] = path[len(scanned) + 1:]
+        infected.append(item)
+    engine = str(scan.get("engine") or "").split("/", 1)[0].strip() or None
+    clean = scan.get("clean")
+    return {
+        "engine": engine,
+        "clean": bool(clean) if clean is not None else not infected,
+        "infected": infected,
+        "database_sha256": scan.get("database_sha256"),
+    }
+
+
 def build_manifest(spec, entries, builder, src_digest, build_time, scan=None, tool="esd.osp.package"):
     files = []
     for entry in entries:
@@ -222,7 +252,7 @@ def build_manifest(spec, entries, builder, src_digest, build_time, scan=None, to
         "build": {"builder": builder, "source_digest": src_digest, "time": build_time, "tool": tool},
     }
     if scan is not None:
-        manifest["scan"] = scan
+        manifest["scan"] = scan_evidence(scan)
     return manifest
 
 
@@ -266,14 +296,47 @@ def canonical_json(data):
     return (json.dumps(data, sort_keys=True, indent=1, separators=(",", ": ")) + "\n").encode("utf-8")
 
 
-def build_to_temp(spec, src_dir, dest_dir, builder, build_time=None, scan=None):
-    """Build the artifact into a temporary file inside dest_dir; return (temp path, manifest, sha256, size)."""
+class _DigestSink(object):
+    """A write-only file object that keeps only the sha256 and the size of what is written to it."""
+
+    def __init__(self):
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data):
+        self.digest.update(data)
+        self.size += len(data)
+        return len(data)
+
+    def flush(self):
+        pass
+
+
+def prepare_build(spec, src_dir, builder, build_time=None, scan=None):
+    """The archive entries and the manifest of the artifact for a validated spec (nothing is written)."""
     entries = collect_files(spec, src_dir)
     if build_time is None:
         build_time = default_build_time(src_dir)
-    manifest = build_manifest(spec, entries, builder, source_digest(src_dir), build_time, scan)
+    return entries, build_manifest(spec, entries, builder, source_digest(src_dir), build_time, scan)
+
+
+def measure_archive(manifest, entries):
+    """(sha256, size) of the archive write_archive would produce, computed in memory (check mode)."""
+    sink = _DigestSink()
+    write_archive(sink, manifest, entries)
+    return sink.digest.hexdigest(), sink.size
+
+
+def build_to_temp(spec, src_dir, dest_dir, builder, build_time=None, scan=None):
+    """Build the artifact into a temporary file inside dest_dir; return (temp path, manifest, sha256, size).
+
+    The file is mode 0644 (mkstemp's 0600 would make the artifact unreadable to the depot's web server
+    and to anyone who copies it on).
+    """
+    entries, manifest = prepare_build(spec, src_dir, builder, build_time, scan)
     fd, tmp_path = tempfile.mkstemp(prefix=".%s-" % spec["name"], suffix=".part", dir=dest_dir)
     try:
+        os.fchmod(fd, 0o644)
         with os.fdopen(fd, "wb") as handle:
             write_archive(handle, manifest, entries)
             handle.flush()
@@ -316,13 +379,55 @@ def _normalise_member_path(name):
     return "/".join(parts)
 
 
-def check_link_target(path, target, top):
-    """Refuse a symlink at `path` (relative, inside `top`) whose target leaves `top`."""
-    if not target or target.startswith("/"):
-        raise ArtifactError("link %s points to the absolute path %r" % (path, target))
-    resolved = posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
-    if resolved != top and not resolved.startswith(top + "/"):
-        raise ArtifactError("link %s -> %s leaves the %s tree" % (path, target, top))
+# How many links one link's resolution may follow before it counts as a loop (the kernel's limit).
+MAX_LINK_HOPS = 40
+
+
+def check_link_target(path, target, top, links=None):
+    """Refuse a symlink at `path` (relative, inside `top`) whose target leaves `top`.
+
+    The target is resolved the way the kernel will resolve it once unpacked: component by component,
+    following the other links of the same tree (`links`, {path: target}) wherever a component is one.
+    A step above `top` leaves the tree even when a later component comes back into it (the archive's
+    own root is not a directory on the target: ``payload/`` *is* the release directory). Returns the
+    resolved path.
+    """
+    links = links or {}
+    followed = []
+
+    def leaves(why=None):
+        if why is None and followed:
+            why = "through the link%s %s" % ("s" if len(followed) > 1 else "", ", ".join(followed))
+        return ArtifactError("link %s -> %s leaves the %s tree%s" % (path, target, top, " (%s)" % why if why else ""))
+
+    def walk(stack, text):
+        if not text or text.startswith("/"):
+            if not followed:
+                raise ArtifactError("link %s points to the absolute path %r" % (path, text))
+            raise leaves("the link %s points to the absolute path %r" % (followed[-1], text))
+        for part in text.split("/"):
+            if part in ("", "."):
+                continue
+            if part == "..":
+                if len(stack) <= 1:
+                    raise leaves()
+                stack = stack[:-1]
+                continue
+            here = "/".join(stack + [part])
+            if here in links:
+                followed.append(here)
+                if len(followed) > MAX_LINK_HOPS:
+                    raise ArtifactError("link %s -> %s does not resolve: more than %d links in a row (a loop?)" % (
+                        path, target, MAX_LINK_HOPS))
+                stack = walk(stack, links[here])
+            else:
+                stack = stack + [part]
+        return stack
+
+    parent = path.split("/")[:-1]
+    if not parent or parent[0] != top:
+        raise ArtifactError("link %s is not inside the %s tree" % (path, top))
+    return "/".join(walk(parent, target))
 
 
 def check_members(members, manifest):
@@ -336,13 +441,26 @@ def check_members(members, manifest):
             raise ArtifactError("member %s is a device or fifo" % path)
         if member.islnk():
             raise ArtifactError("member %s is a hard link (to %s); hard links are not allowed" % (path, member.linkname))
-        if member.issym():
-            check_link_target(path, member.linkname, path.split("/", maxsplit=1)[0])
-        elif not (member.isfile() or member.isdir()):
+        if not (member.issym() or member.isfile() or member.isdir()):
             raise ArtifactError("member %s has an unsupported type" % path)
         if path != MANIFEST_NAME and not (path.startswith("payload/") or path.startswith("hooks/")) and path not in ("payload", "hooks"):
             raise ArtifactError("member %s is outside payload/ and hooks/" % path)
+        if path in ("payload", "hooks") and not member.isdir():
+            raise ArtifactError("member %s must be a directory" % path)
+        if path == "payload/.esd" or path.startswith("payload/.esd/"):
+            raise ArtifactError("member %s is in the reserved directory .esd" % path)
         seen[path] = member
+    links = dict((path, member.linkname) for path, member in seen.items() if member.issym())
+    for path in sorted(seen):
+        # a member beneath a link would be written wherever the link points, outside the checks below
+        parts = path.split("/")
+        for depth in range(1, len(parts)):
+            ancestor = "/".join(parts[:depth])
+            if ancestor in links:
+                raise ArtifactError("member %s is beneath the symlink %s; nothing may be unpacked through a link" % (
+                    path, ancestor))
+    for path in sorted(links):
+        check_link_target(path, links[path], path.split("/", 1)[0], links)
     expected = dict((item["path"], item) for item in manifest["files"])
     extra = sorted(set(seen) - set(expected) - {MANIFEST_NAME, "payload", "hooks"})
     missing = sorted(set(expected) - set(seen))
@@ -360,13 +478,44 @@ def check_members(members, manifest):
     return seen
 
 
+def _inside(path, top):
+    return path == top or path.startswith(top.rstrip(os.sep) + os.sep)
+
+
+def _check_real_parent(dest, staging_real, member_path, checked):
+    """Belt and braces to check_members: the directory `dest` is written into really is inside the staging dir."""
+    parent = os.path.dirname(dest)
+    if parent in checked:
+        return
+    real = os.path.realpath(parent)
+    if not _inside(real, staging_real):
+        raise ArtifactError("member %s would be written to %s, outside the release" % (member_path, real))
+    checked.add(parent)
+
+
+def _check_tree_stays_inside(staging):
+    """Belt and braces to check_members: nothing in the unpacked tree resolves outside it."""
+    staging_real = os.path.realpath(staging)
+    for current, dirs, files in os.walk(staging):
+        # a regular file resolves to its directory's real path plus its name: checking every directory walked
+        # and every link covers every path, without a realpath per file
+        for full in [current] + [os.path.join(current, name) for name in dirs + files
+                                 if os.path.islink(os.path.join(current, name))]:
+            real = os.path.realpath(full)
+            if not _inside(real, staging_real):
+                raise ArtifactError("%s resolves to %s, outside the release" % (
+                    os.path.relpath(full, staging), real))
+
+
 def extract_release(artifact_path, release_dir, manifest=None):
     """Extract an artifact safely into a new directory `release_dir` (must not exist).
 
     Layout: payload/* goes to release_dir/*, hooks/* to release_dir/.esd/hooks/*, the manifest to
-    release_dir/.esd/manifest.json. Every member is checked before anything is written; file
-    contents are verified against the manifest while being written; on any error the partial
-    directory is removed and nothing is left behind.
+    release_dir/.esd/manifest.json. Every member is checked before anything is written (links are
+    resolved against each other, and nothing is unpacked beneath a link); file contents are verified
+    against the manifest while being written; every directory written into, and finally every path of
+    the unpacked tree, is checked with realpath to be inside it. On any error the partial directory is
+    removed and nothing is left behind.
     """
     if manifest is None:
         manifest = read_manifest(artifact_path)
@@ -387,6 +536,8 @@ def extract_release(artifact_path, release_dir, manifest=None):
             os.makedirs(parent, 0o755)
         staging = tempfile.mkdtemp(prefix=".unpack-", dir=parent)
         try:
+            staging_real = os.path.realpath(staging)
+            safe_parents = set()
             os.makedirs(os.path.join(staging, ".esd", "hooks"))
             expected = dict((item["path"], item) for item in manifest["files"])
             for path in sorted(checked):
@@ -395,6 +546,7 @@ def extract_release(artifact_path, release_dir, manifest=None):
                     continue
                 top, rest = path.split("/", 1)
                 dest = os.path.join(staging, rest) if top == "payload" else os.path.join(staging, ".esd", "hooks", rest)
+                _check_real_parent(dest, staging_real, path, safe_parents)
                 if member.isdir():
                     os.makedirs(dest, 0o755, exist_ok=True)
                     continue
@@ -407,6 +559,7 @@ def extract_release(artifact_path, release_dir, manifest=None):
                 _write_verified(tar, member, dest, expected[path])
             with open(os.path.join(staging, ".esd", "manifest.json"), "wb") as handle:
                 handle.write(canonical_json(manifest))
+            _check_tree_stays_inside(staging)
             os.chmod(staging, 0o755)
             os.rename(staging, release_dir)
         except BaseException:
@@ -454,12 +607,16 @@ def build_package(src_dir, dest_dir, spec_loader, builder, force=False, scan=Non
         except Exception as exc:  # the YAML parser's errors have no common base we can import here
             raise ArtifactError("package.yml in %s is not valid YAML: %s" % (src_dir, exc))
     spec = validate_spec(raw, src_dir)
-    if not os.path.isdir(dest_dir):
-        if check_mode:
-            raise ArtifactError("destination directory %s does not exist" % dest_dir)
-        os.makedirs(dest_dir, 0o755)
     final = os.path.join(dest_dir, artifact_filename(spec["name"], spec["version"]))
-    tmp_path, manifest, digest, size = build_to_temp(spec, src_dir, dest_dir, builder, scan=scan)
+    if check_mode:
+        # nothing is written anywhere, dest included (it may not even exist yet): the digest is computed in memory
+        tmp_path = None
+        entries, manifest = prepare_build(spec, src_dir, builder, scan=scan)
+        digest, size = measure_archive(manifest, entries)
+    else:
+        if not os.path.isdir(dest_dir):
+            os.makedirs(dest_dir, 0o755)
+        tmp_path, manifest, digest, size = build_to_temp(spec, src_dir, dest_dir, builder, scan=scan)
     result = {"name": spec["name"], "version": spec["version"], "sha256": digest, "size": size, "path": final,
               "manifest": manifest, "changed": True}
     try:
@@ -474,9 +631,9 @@ def build_package(src_dir, dest_dir, spec_loader, builder, force=False, scan=Non
                     "%s already exists with sha256 %s, but building %s %s now gives %s: a name and version must "
                     "never have two contents. Raise the version, or set force=true to replace it." % (
                         final, existing, spec["name"], spec["version"], digest))
-        if not check_mode:
+        if tmp_path is not None:
             os.rename(tmp_path, final)
     finally:
-        if os.path.exists(tmp_path):
+        if tmp_path is not None and os.path.exists(tmp_path):
             os.unlink(tmp_path)
     return result

@@ -10,7 +10,8 @@ Depot layout (the served part is the same as the repository's)::
 
     <depot>/
       channels/<channel>.json (+ .sig)   the signed index, published only when every blob it
-                                         lists is present and verified
+                                         lists is present and verified (staged as .json.pending,
+                                         signed, renamed into place)
       blobs/sha256/<hex>                 verified blobs, mode 0444
       .incoming/<hex>.part               partial downloads; a later sync resumes them
       depot.json                         what this depot holds: serial, source, signing key,
@@ -37,10 +38,14 @@ from ansible_collections.esd.osp.plugins.module_utils import _signing
 from ansible_collections.esd.osp.plugins.module_utils._repository import (
     CHANNEL_FORMAT,
     HEX_RE,
+    PENDING_SUFFIX,
+    RESIGN_REMEDY,
     canonical_json,
     check_hex,
     default_actor,
     exclusive_lock,
+    interrupted_publication,
+    move_into_place,
     read_bytes,
     utc_now,
     write_atomic,
@@ -50,6 +55,8 @@ DEPOT_FORMAT = "esd.osp/depot/v1"
 CHUNK = 1024 * 1024
 THROTTLED_CHUNK = 64 * 1024
 RETRY_PAUSE = 1.0  # seconds between reads of an index caught mid-publication
+DEPOT_REMEDY = ("sync that depot again (esd.osp.depot_channel, playbooks/distribute.yml): the sync publishes the index "
+                "and its signature anew")
 
 
 class DepotError(Exception):
@@ -245,10 +252,18 @@ def fetch_index(source, channel, public_keys, attempts=3, pause=None):
             key = _signing.verify_detached(data, sig, public_keys, what)
             break
         except _signing.SignatureError as exc:
-            if attempt + 1 < attempts and "modified after it was signed" in str(exc):
+            mismatch = "modified after it was signed" in str(exc)
+            if attempt + 1 < attempts and mismatch:
                 time.sleep(RETRY_PAUSE if pause is None else pause)
                 continue
-            raise DepotError("refusing to trust %s: %s" % (source.base, exc))
+            # repository and depots stage a new index before signing it: a run stopped half way is told apart
+            # from tampering, and the message says how to repair the upstream
+            problem = None
+            if mismatch:
+                remedy = DEPOT_REMEDY if _read_optional(source, "depot.json") is not None else RESIGN_REMEDY
+                problem = interrupted_publication(data, sig, _read_optional(source, rel + PENDING_SUFFIX), what,
+                                                  source.url(rel + PENDING_SUFFIX), remedy)
+            raise DepotError("refusing to trust %s: %s" % (source.base, problem or exc))
     try:
         index = json.loads(data.decode("utf-8"))
     except ValueError as exc:
@@ -260,6 +275,14 @@ def fetch_index(source, channel, public_keys, attempts=3, pause=None):
         if not HEX_RE.match(str(entry.get("sha256"))) or not isinstance(entry.get("size"), int):
             raise DepotError("%s has an invalid entry %r" % (what, entry))
     return data, sig, index, key
+
+
+def _read_optional(source, rel):
+    """The file at rel upstream, or None when it is missing or cannot be read."""
+    try:
+        return source.read(rel, missing_ok=True)
+    except SourceError:
+        return None
 
 
 class Depot(object):
@@ -391,9 +414,11 @@ class Depot(object):
                              "and verified blobs are kept, so the next sync resumes: %s" % (
                                  self.path, source.base, len(failures), len(todo), "; ".join(failures)))
         if publish:
-            # the signature first: a reader meeting new .sig + old index retries, never trusts a mismatch
+            # as the repository publishes (staged index, signature, one rename): a reader meeting the new .sig
+            # with the old index retries, and a sync stopped in between is recognised and repaired by the next
+            write_atomic(self.index_path + PENDING_SUFFIX, data)
             write_atomic(self.index_path + ".sig", sig)
-            write_atomic(self.index_path, data)
+            move_into_place(self.index_path + PENDING_SUFFIX, self.index_path)
         for name in stale:
             os.unlink(self.p("blobs", "sha256", name))
             stats["blobs_pruned"] += 1

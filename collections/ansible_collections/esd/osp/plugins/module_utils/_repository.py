@@ -15,6 +15,7 @@ On-disk layout (filesystem backend)::
                                             after retirement, so the pair can never mean other bytes)
       channels/<channel>.json               channel index: serial + entries (what depots serve)
       channels/<channel>.json.sig           detached Ed25519 signature (always for the last channel)
+      channels/<channel>.json.pending       only while a signed index is published (staged, signed, renamed)
       records/<name>/<version>/<id>.json    test records (evidence) accepted for production
       archives/<name>[-<version>]-<time>.esdarchive (+ .sha256)   written by archive-retire
       log/events.jsonl                      append-only history of every change
@@ -46,6 +47,7 @@ from xml.etree import ElementTree
 
 from ansible_collections.esd.osp.plugins.module_utils import _artifact, _fileio
 from ansible_collections.esd.osp.plugins.module_utils import _signing
+from ansible_collections.esd.osp.plugins.module_utils._transaction import version_key
 
 REPOSITORY_FORMAT = "esd.osp/repository/v1"
 CHANNEL_FORMAT = "esd.osp/channel/v1"
@@ -59,6 +61,7 @@ HEX_RE = re.compile(r"^[0-9a-f]{64}$")
 CHANNEL_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 UPDATE_REF_RE = re.compile(r"^\s*([a-z0-9][a-z0-9._+-]*?)\s*(?:(==|=|>=|<=|>|<)\s*(\S+))?\s*$")
 PASSED = ("passed", "pass", "success", "succeeded", "ok")
+PENDING_SUFFIX = ".pending"  # channels/<channel>.json.pending: a new index staged, signed, then renamed into place
 
 
 class RepositoryError(Exception):
@@ -151,6 +154,49 @@ def parse_update_ref(ref):
     return match.group(1), match.group(2), match.group(3)
 
 
+def reference_matches(operator, ref_version, version):
+    """Whether `version` satisfies an update reference's `operator ref_version` (no operator: any version).
+
+    Versions are compared in the order esd.osp.software uses for ``requires`` (1.10 > 1.9, 1.0 > 1.0~rc1).
+    """
+    if operator is None:
+        return True
+    have, want = version_key(version), version_key(ref_version)
+    return {"=": have == want, "==": have == want, ">=": have >= want, "<=": have <= want,
+            ">": have > want, "<": have < want}[operator]
+
+
+RESIGN_REMEDY = ("re-sign the channels on the repository (esd.osp.repository state=signed, which playbooks/keys.yml "
+                 "runs), then run the interrupted change again")
+
+
+def interrupted_publication(data, sig, pending, what, staged, remedy=RESIGN_REMEDY):
+    """When `data` does not match its signature `sig` because the run publishing it stopped between
+    the signature and the index (the signature covers `pending`, the new index staged as `staged`),
+    the message that says so and what to do (`remedy`); None otherwise (a match, or a mismatch not
+    explained so, e.g. tampering)."""
+    if data is None or sig is None or pending is None:
+        return None
+    try:
+        signed = _signing.parse_signature(sig, what)["signed_sha256"]
+    except _signing.SignatureError:
+        return None
+    if signed == hashlib.sha256(data).hexdigest() or signed != hashlib.sha256(pending).hexdigest():
+        return None
+    return ("%s does not match its signature because its publication was interrupted: the signature covers the new "
+            "index staged as %s, which was never put in place; %s" % (what, staged, remedy))
+
+
+def move_into_place(staged, path):
+    """Rename `staged` over `path` (one atomic step) and make the rename durable."""
+    os.rename(staged, path)
+    dir_fd = os.open(os.path.dirname(path), os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
 def entry_label(entry):
     return "%s %s" % (entry["name"], entry["version"])
 
@@ -178,10 +224,15 @@ def parse_test_report(path):
         suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
         if root.tag not in ("testsuite", "testsuites"):
             raise RepositoryError("test report %s is not JUnit XML (root element <%s>)" % (path, root.tag))
-        tests = failures = 0
-        for suite in suites:
-            tests += int(suite.get("tests") or 0)
-            failures += int(suite.get("failures") or 0) + int(suite.get("errors") or 0)
+        tests = failed = errors = 0
+        try:
+            for suite in suites:
+                tests += int(suite.get("tests") or 0)
+                failed += int(suite.get("failures") or 0)
+                errors += int(suite.get("errors") or 0)
+        except ValueError as exc:
+            raise RepositoryError("test report %s has test counts that are not numbers: %s" % (path, exc))
+        failures = failed + errors
         props = {}
         for prop in root.iter("property"):
             key = (prop.get("name") or "").split(".", 1)[-1] if (prop.get("name") or "").startswith("esd.") else prop.get("name")
@@ -194,6 +245,8 @@ def parse_test_report(path):
             "sha256": props.get("sha256") or props.get("digest"),
             "tests": tests,
             "failures": failures,
+            "failed": failed,
+            "errors": errors,
             "format": "junit",
         }
     else:
@@ -205,23 +258,47 @@ def parse_test_report(path):
             raise RepositoryError("test report %s must be a JSON object" % path)
         result = str(raw.get("result") or raw.get("status") or raw.get("outcome") or "").lower()
         summary = raw.get("summary") if isinstance(raw.get("summary"), dict) else {}
-        failures = int(summary.get("failed") or 0) + int(summary.get("errors") or 0)
+        try:
+            failed = int(summary.get("failed") or 0)
+            errors = int(summary["errors"] or 0) if "errors" in summary else None
+        except (TypeError, ValueError) as exc:
+            raise RepositoryError("test report %s has a summary whose failed/errors counts are not numbers: %s" % (path, exc))
         artifact = raw.get("artifact") if isinstance(raw.get("artifact"), dict) else {}
         digest = raw.get("sha256") or raw.get("digest") or artifact.get("sha256")
+        # A report passes only when it says so AND counts no failure: a "passed" result over a summary
+        # with failed tests is a failed report, whatever produced it.
+        passed = result in PASSED and failed == 0 and not errors
         report = {
             "id": str(raw.get("id") or raw.get("report_id") or "sha256:%s" % report_sha256[:16]),
-            "result": "passed" if result in PASSED and failures == 0 else (result or "unknown"),
+            "result": "passed" if passed else "failed",
+            "reported_result": result or "unknown",
             "name": raw.get("name") or raw.get("package"),
             "version": str(raw["version"]) if raw.get("version") is not None else None,
             "sha256": digest,
             "tests": summary.get("total"),
-            "failures": failures,
+            "failures": failed + (errors or 0),
+            "failed": failed,
+            "errors": errors,
             "format": "json",
         }
     if isinstance(report.get("sha256"), str) and report["sha256"].startswith("sha256:"):
         report["sha256"] = report["sha256"][len("sha256:"):]
     report["report_sha256"] = report_sha256
     return report, data
+
+
+def failure_summary(report):
+    """Why a parsed report is not a pass, naming its counts (for the refusal message)."""
+    counts = "%d failed" % report["failed"]
+    if report.get("errors") is not None:
+        counts += ", %d error(s)" % report["errors"]
+    if report["format"] == "junit" and not report["tests"]:
+        return "its result is failed: it ran no tests"
+    if report["format"] == "junit":
+        return "its result is failed (%d failure(s): %s, of %d test(s))" % (report["failures"], counts, report["tests"])
+    if report["reported_result"] in PASSED:
+        return "its result is failed: it says %r but its summary counts %s" % (report["reported_result"], counts)
+    return "its result is failed: it says %r (summary: %s)" % (report["reported_result"], counts)
 
 
 # --- the repository -------------------------------------------------------------------------------
@@ -293,9 +370,47 @@ class Repository(object):
             raise RepositoryError("repository %s was created with channels %s; changing the channels is not supported" % (
                 self.path, ", ".join(config["channels"])))
         if max_live_images is not None and max_live_images != config.get("max_live_images"):
+            over = self._families_over(max_live_images)
+            if over:
+                raise RuleError("cannot set max_live_images to %d: more images than that are live in the %s channel (%s); "
+                                "retire the surplus images first" % (max_live_images, self.production, "; ".join(
+                                    "family %s: %s" % (family, ", ".join(versions)) for family, versions in over)))
             config["max_live_images"] = max_live_images
             return config
         return None
+
+    def _families_over(self, limit):
+        """[(family, [live versions])] of the image families with more than `limit` images in production."""
+        families = {}
+        for entry in self.load_channel(self.production)["entries"]:
+            if entry.get("kind") == "image":
+                families.setdefault(entry.get("family") or entry["name"], []).append(entry["version"])
+        return [(family, sorted(versions, key=version_key)) for family, versions in sorted(families.items())
+                if len(versions) > limit]
+
+    def configure(self, channels=None, max_live_images=None, check=False):
+        """Change the configuration of an existing repository (max_live_images; the channels are fixed).
+
+        In check mode the planned configuration is kept in memory only, so an operation that follows
+        on this object computes what it would after a real run.
+        """
+        # read before taking the lock, whose file would create the directory: a path that is not a repository
+        # yet is refused with the message that says how to create one
+        previous = self.config.get("max_live_images")
+        with self.lock() if not check else _null():
+            self._config = None  # read again under the lock
+            previous = self.config.get("max_live_images")
+            config = self.plan_config(channels, max_live_images)
+            if config is None:
+                return {"changed": False, "actions": [], "max_live_images": previous}
+            result = {"changed": True, "actions": ["set max_live_images to %d (was %s)" % (config["max_live_images"], previous)],
+                      "max_live_images": config["max_live_images"]}
+            if check:
+                self._config = config
+                return result
+            self.write_config(config)
+            self._event("configure", max_live_images=config["max_live_images"], previous_max_live_images=previous)
+            return result
 
     def write_config(self, config):
         write_atomic(self.p("repository.json"), canonical_json(config))
@@ -351,9 +466,18 @@ class Repository(object):
         data = read_bytes(self.channel_path(channel))
         if data is None:
             raise IntegrityError("channel %s of %s has no index yet" % (channel, self.path))
+        problem = self.interrupted(channel)
+        if problem:
+            raise IntegrityError(problem)
         key = _signing.verify_detached(data, read_bytes(self.channel_path(channel) + ".sig"), public_keys,
                                        "channel index %s" % self.channel_path(channel))
         return json.loads(data.decode("utf-8")), key
+
+    def interrupted(self, channel):
+        """The message for a channel whose publication a stopped run left half done, else None."""
+        path = self.channel_path(channel)
+        return interrupted_publication(read_bytes(path), read_bytes(path + ".sig"), read_bytes(path + PENDING_SUFFIX),
+                                       "channel index %s" % path, path + PENDING_SUFFIX)
 
     # writing primitives (callers hold the lock)
     def _event(self, action, **fields):
@@ -380,15 +504,21 @@ class Repository(object):
             "entries": sorted(entries, key=lambda e: (e["name"], e["version"])),
         }
         data = canonical_json(index)
+        path = self.channel_path(channel)
         if self.signer is None and self.must_sign(channel):
             raise RepositoryError("the %s channel index must be signed: give signing_key" % channel)
         if self.signer is not None:
-            write_atomic(self.channel_path(channel) + ".sig", _signing.make_signature(data, self.signer))
-            write_atomic(self.channel_path(channel), data)
+            # The index and its .sig are two files. The new index is staged beside the old one, then
+            # signed, then renamed into place: a run stopped between the two leaves a signature over
+            # the staged index, which verification recognises (interrupted_publication) and
+            # state=signed repairs. Readers meeting the new .sig with the old index retry.
+            write_atomic(path + PENDING_SUFFIX, data)
+            write_atomic(path + ".sig", _signing.make_signature(data, self.signer))
+            move_into_place(path + PENDING_SUFFIX, path)
         else:
-            write_atomic(self.channel_path(channel), data)
-            if os.path.exists(self.channel_path(channel) + ".sig"):
-                os.unlink(self.channel_path(channel) + ".sig")  # a stale signature is worse than none
+            if os.path.exists(path + ".sig"):
+                os.unlink(path + ".sig")  # first: a stale signature beside a new index is worse than none
+            write_atomic(path, data)
         return index
 
     def signature_status(self, channel):
@@ -424,11 +554,18 @@ class Repository(object):
         with self.lock() if not check else _null():
             todo = [c for c in self.channels
                     if (self.must_sign(c) or self.signature_status(c)[0]) and self.needs_signature(c)]
-            result = {"changed": bool(todo), "actions": ["sign channel %s with key %s" % (c, self.signer.key_id) for c in todo],
-                      "key_id": self.signer.key_id}
+            # indexes staged by a run that stopped before putting them in place: never published, and
+            # the re-signed current index supersedes them (the stopped change is run again)
+            leftovers = [c for c in self.channels if os.path.exists(self.channel_path(c) + PENDING_SUFFIX)]
+            actions = ["sign channel %s with key %s" % (c, self.signer.key_id) for c in todo]
+            actions += ["discard %s%s, left unpublished by an interrupted run" % (self.channel_path(c), PENDING_SUFFIX)
+                        for c in leftovers]
+            result = {"changed": bool(actions), "actions": actions, "key_id": self.signer.key_id}
             if not check:
                 for channel in todo:
                     self.resign(channel)
+                for channel in leftovers:
+                    os.unlink(self.channel_path(channel) + PENDING_SUFFIX)
             return result
 
     def resign(self, channel):
@@ -465,9 +602,11 @@ class Repository(object):
             raise RepositoryError("kind must be one of %s, got %r" % (", ".join(KINDS), kind))
         _artifact.validate_name(name)
         _artifact.validate_version(version)
-        config = self.plan_config(channels, max_live_images)
-        first = (config or self.config)["channels"][0]
         with self.lock() if not check else _null():
+            self._config = None  # read again under the lock
+            previous = self.config.get("max_live_images") if self.exists() else None
+            config = self.plan_config(channels, max_live_images)
+            first = (config or self.config)["channels"][0]
             sha256 = _artifact.sha256_file(src)
             size = os.path.getsize(src)
             record = self.load_record(name, version) if self.exists() else None
@@ -479,7 +618,7 @@ class Repository(object):
             actions = []
             if config is not None:
                 actions.append("initialise repository %s (channels %s)" % (self.path, ", ".join(config["channels"]))
-                               if not self.exists() else "set max_live_images to %d" % config["max_live_images"])
+                               if not self.exists() else "set max_live_images to %d (was %s)" % (config["max_live_images"], previous))
             blob = self.blob_path(sha256)
             blob_ok = os.path.isfile(blob) and _artifact.sha256_file(blob) == sha256
             if not blob_ok:
@@ -566,9 +705,15 @@ class Repository(object):
             if record is None or record.get("state") != "active":
                 raise RepositoryError("%s %s is not in repository %s%s" % (
                     name, version, self.path, " (it was retired)" if record else ""))
-            if not os.path.isfile(self.blob_path(record["sha256"])):
+            blob = self.blob_path(record["sha256"])
+            if not os.path.isfile(blob):
                 raise IntegrityError("the blob of %s %s (sha256 %s) is missing from %s" % (
                     name, version, record["sha256"], self.path))
+            found = os.path.getsize(blob)  # a stat, not a read: promotion stays independent of the size
+            if found != record["size"]:
+                raise IntegrityError("the blob of %s %s (sha256 %s) is damaged: the catalogue records %d bytes, %s holds %d; "
+                                     "add the artifact again (state=present) to repair it" % (
+                                         name, version, record["sha256"], record["size"], blob, found))
             holding = self.channels_holding(name, version)
             existing = self.find_entry(channel, name, version)
             if existing is not None:
@@ -639,7 +784,7 @@ class Repository(object):
             if report.get("sha256") and report["sha256"] != record["sha256"]:
                 problems.append("it tested sha256 %s, not %s" % (report["sha256"], record["sha256"]))
             if report["result"] != "passed":
-                problems.append("its result is %s (%s failure(s))" % (report["result"], report.get("failures")))
+                problems.append(failure_summary(report))
             if problems:
                 raise RuleError("cannot promote %s to %s: test report %s is not a passing test record for it: %s" % (
                     label, self.production, test_report, "; ".join(problems)))
@@ -650,7 +795,8 @@ class Repository(object):
                 record["name"], record["version"], report["report_sha256"]), "report_sha256": report["report_sha256"]}
             return ref, (meta, raw)
         for meta in reversed(self.test_records(record["name"], record["version"])):
-            if meta.get("result") == "passed" and meta.get("sha256") == record["sha256"]:
+            # failures too: earlier versions stored "passed" JSON reports whose summary counted failures
+            if meta.get("result") == "passed" and not meta.get("failures") and meta.get("sha256") == record["sha256"]:
                 return ({"id": meta["id"], "result": "passed", "record": "records/%s/%s/%s.json" % (
                     record["name"], record["version"], meta["report_sha256"]), "report_sha256": meta["report_sha256"]}, None)
         raise RuleError("cannot promote %s to %s: it has no passing test record; give test_report (the report of the "
@@ -686,7 +832,13 @@ class Repository(object):
             return result
 
     def retirement_set(self, name, version=None):
-        """The active records a retirement of name (all versions or one) takes: the package and its updates."""
+        """The active records a retirement of name (all versions or one) takes: the package and its updates.
+
+        An update (a record whose ``updates`` reference ``name``) goes with every version of name; with one
+        version, it goes only when its reference matches that version (``=``/``==`` the same version,
+        ``>=``/``<=``/``>``/``<`` compared in version order, no version: any) and no other live version
+        of name still matches it: an update that still applies to a version that stays is kept.
+        """
         _artifact.validate_name(name)
         every = self.records()
         if not any(r["name"] == name for r in every):
@@ -694,6 +846,8 @@ class Repository(object):
         if version is not None and not any(r["name"] == name and r["version"] == version for r in every):
             raise RepositoryError("repository %s has no %s %s (versions: %s)" % (
                 self.path, name, version, ", ".join(r["version"] for r in every if r["name"] == name)))
+        staying = [r["version"] for r in every
+                   if r["name"] == name and r.get("state") == "active" and version is not None and r["version"] != version]
         chosen = []
         for record in every:
             if record.get("state") != "active":
@@ -705,7 +859,8 @@ class Repository(object):
                 ref_name, operator, ref_version = parse_update_ref(ref)
                 if ref_name != name:
                     continue
-                if version is None or operator in (None, ">=", "<=", ">", "<") or ref_version == version:
+                if version is None or (reference_matches(operator, ref_version, version)
+                                       and not any(reference_matches(operator, ref_version, v) for v in staying)):
                     chosen.append(record)
                     break
         return chosen
@@ -878,7 +1033,11 @@ class Repository(object):
             info = {"serial": index.get("serial", 0), "entries": len(index["entries"]), "signed_by": None, "verified": None}
             key, fresh = self.signature_status(channel)
             info["signed_by"] = key
-            if public_keys and read_bytes(self.channel_path(channel)) is not None and (key or self.must_sign(channel)):
+            interrupted = self.interrupted(channel)
+            if interrupted:  # found without keys: the signature covers the staged index, not this one
+                info["verified"] = False
+                problems.append(interrupted)
+            elif public_keys and read_bytes(self.channel_path(channel)) is not None and (key or self.must_sign(channel)):
                 try:
                     self.verify_channel(channel, public_keys)
                     info["verified"] = True

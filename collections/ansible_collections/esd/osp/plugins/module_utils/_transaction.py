@@ -34,9 +34,13 @@ STATE_FORMAT = "esd.osp/software-state/v1"
 
 
 class SoftwareError(Exception):
-    """A lifecycle step failed. `phase` names the step; the host is left as described by `reverted`."""
+    """A lifecycle step failed. `phase` names the step; the host is left as described by `reverted`.
 
-    def __init__(self, msg, phase, rc=None, stdout="", stderr="", reverted=False):
+    `changed` is True when the host is not as it was before the call (for example rolled back, but then
+    unhealthy), so that the failure is not mistaken for one that left the host alone.
+    """
+
+    def __init__(self, msg, phase, rc=None, stdout="", stderr="", reverted=False, changed=False):
         super(SoftwareError, self).__init__(msg)
         self.msg = msg
         self.phase = phase
@@ -44,6 +48,7 @@ class SoftwareError(Exception):
         self.stdout = stdout
         self.stderr = stderr
         self.reverted = reverted
+        self.changed = changed
 
     def __str__(self):
         return self.msg
@@ -217,6 +222,7 @@ class SoftwareManager(object):
         self.check_mode = check_mode
         self.fetch = fetch
         self.actions = []
+        self.msg = None
         self.state = None
         self.before = None
         self._artifact_path = None
@@ -263,7 +269,7 @@ class SoftwareManager(object):
 
     def result(self):
         after = summarise(self.state)
-        return {
+        result = {
             "changed": bool(self.actions),
             "actions": list(self.actions),
             "name": self.name,
@@ -277,6 +283,9 @@ class SoftwareManager(object):
             "install_dir": self.base,
             "diff": {"before": self.before, "after": after},
         }
+        if self.msg:
+            result["msg"] = self.msg
+        return result
 
     # --- transitions ---------------------------------------------------------------------------
     def _ensure_present(self):
@@ -307,17 +316,31 @@ class SoftwareManager(object):
 
     def _ensure_rolled_back(self):
         active = self.state["active"]
+        if not self.version and active is not None:
+            done = self._rolled_back_to(active)
+            if done:
+                # the request "roll back the last update" is already fulfilled: a second run must not roll back
+                # the version it returned to (nor refuse it as committed or as the first version)
+                self.msg = "Nothing to roll back: %s was rolled back from %s to %s%s, and %s is still active%s" % (
+                    self.name, done.get("version"), active, " on %s" % done["time"] if done.get("time") else "",
+                    active, " (to roll back %s too, name it: version=%s)" % (active, active)
+                    if self.state["backups"] and self.state["committed"] != active else "")
+                return
         target = self.version or active
         if target is None or (target not in self.state["versions"] and target != active):
             return  # never installed here, or already rolled back: nothing to undo
         if target != active:
+            if target in self.state["backups"]:
+                raise SoftwareError(
+                    "Cannot roll back %s %s: it is not an update but the backup that rolling back %s %s returns to. "
+                    "To roll back the update, use state=rolled_back with version=%s (or without version); to delete "
+                    "the backup, use state=absent with version=%s." % (
+                        self.name, target, self.name, active, active, target), "rollback")
             # a staged (installed, never activated) version: rolling it back removes it
             self._do("remove staged %s" % target)
             if not self.check_mode:
                 _artifact.remove_tree(self.release_dir(target))
             del self.state["versions"][target]
-            if target in self.state["backups"]:
-                self.state["backups"].remove(target)
             self._record("rollback", target)
             return
         if self.state["committed"] == active:
@@ -346,10 +369,28 @@ class SoftwareManager(object):
             try:
                 self.hooks.run("health_check", previous, self.release_dir(previous), active)
             except SoftwareError as exc:
-                exc.msg = "Rolled back %s to %s, but %s: the previous version is active and unhealthy" % (
-                    self.name, previous, exc.msg)
-                exc.reverted = True
+                # not reverted: the host did not return to where it started (it stays rolled back, unhealthy)
+                exc.msg = "Rolled back %s %s to %s, but then %s failed its health check (%s): %s is active and " \
+                    "unhealthy, and %s is no longer installed" % (
+                        self.name, active, previous, previous, exc.msg, previous, active)
+                exc.phase = "rollback_health_check"
+                exc.reverted = False
+                exc.changed = True
                 raise
+
+    def _rolled_back_to(self, active):
+        """The history entry of the rollback that made `active` the active version, if that is the last thing
+        that changed which version is active (installing or removing other versions since does not count)."""
+        for entry in reversed(self.state["history"]):
+            action, result = entry.get("action"), entry.get("result")
+            if action == "install" or (action == "remove" and entry.get("version") not in (active, None)):
+                continue
+            if action == "activate" and result == "reverted":
+                continue  # a failed update that was undone: the rollback before it still stands
+            if action == "rollback" and result == "ok" and entry.get("to") == active:
+                return entry
+            return None
+        return None
 
     def _ensure_absent(self):
         active = self.state["active"]
@@ -395,6 +436,8 @@ class SoftwareManager(object):
             return False
         if not self.src:
             raise SoftwareError("%s %s is not installed and no src was given to install it from" % (self.name, version), "fetch")
+        # what a real run refuses before fetching, check mode refuses too (it never fetches)
+        check_src(self.src, self.sha256)
         self._do("install %s" % version)
         if self.check_mode:
             self.state["versions"][version] = {"sha256": self.sha256, "installed": None}
@@ -481,6 +524,7 @@ class SoftwareManager(object):
             exc.msg = "Failed to activate %s %s: %s, and the auto-revert to %s failed: %s" % (
                 self.name, version, exc.msg, previous or "no version", revert_exc)
             exc.phase = "revert"
+            exc.changed = True
             self._record("activate", version, previous=previous, result="failed", phase="revert")
             return
         exc.msg = "Failed to activate %s %s: %s; reverted to %s" % (
@@ -529,25 +573,36 @@ class SoftwareManager(object):
         write_json_atomic(self.state_path, self.state)
 
 
+def _scheme(src):
+    return src.split("://", 1)[0].lower() if "://" in src else ""
+
+
+def check_src(src, sha256):
+    """Refuse what fetch_artifact would refuse without downloading anything: an unsupported scheme, a URL
+    without a sha256 pin, a local artifact that is not there. Read-only, so check mode runs it too."""
+    scheme = _scheme(src)
+    if scheme and not sha256:
+        raise SoftwareError("sha256 is required when src is a URL (%s)" % src, "arguments")
+    if scheme not in ("", "file", "http", "https"):
+        raise SoftwareError("Unsupported src scheme %r in %s (use a path, file://, http:// or https://)" % (scheme, src), "arguments")
+    if scheme in ("", "file") and not os.path.isfile(src[len("file://"):] if scheme == "file" else src):
+        raise SoftwareError("Failed to fetch %s: no such file on this host" % src, "fetch")
+
+
 def fetch_artifact(src, sha256, download_dir, open_url=None, timeout=60):
     """Return (local path, sha256) of the artifact at `src`, verified against `sha256` when given.
 
     `src` is a path on this host, a file:// URL or an http(s):// URL (downloaded into download_dir
     while being hashed; a mismatch deletes the download). URLs require a sha256 pin.
     """
-    scheme = src.split("://", 1)[0].lower() if "://" in src else ""
-    if scheme and not sha256:
-        raise SoftwareError("sha256 is required when src is a URL (%s)" % src, "arguments")
+    check_src(src, sha256)
+    scheme = _scheme(src)
     if scheme in ("", "file"):
         path = src[len("file://"):] if scheme == "file" else src
-        if not os.path.isfile(path):
-            raise SoftwareError("Failed to fetch %s: no such file on this host" % src, "fetch")
         digest = _artifact.sha256_file(path)
         if sha256 and digest != sha256:
             raise SoftwareError("Checksum mismatch for %s: expected sha256 %s, got %s" % (src, sha256, digest), "verify")
         return path, digest
-    if scheme not in ("http", "https"):
-        raise SoftwareError("Unsupported src scheme %r in %s (use a path, file://, http:// or https://)" % (scheme, src), "arguments")
     if open_url is None:
         from ansible.module_utils.urls import open_url
     os.makedirs(download_dir, 0o755, exist_ok=True)

@@ -19,10 +19,12 @@ description:
   - Every blob is hashed while it is written and refused when its size or sha256 differs from the signed index.
     Blobs already present and valid are skipped, and a partial download is resumed (HTTP range requests), so an
     interrupted sync picks up where it stopped. A present blob that no longer matches its sha256 is fetched again.
-  - The index is published only when every blob it lists is in place, so hosts reading the depot never see an entry
-    whose blob is missing; blobs no longer listed are pruned afterwards.
+  - The index is published only when every blob it carries is in place and verified, so a sync never publishes an
+    entry whose blob it has not fetched; blobs no longer listed are pruned afterwards.
   - O(state=absent) is the catalogue's C(delete_package) on depots, removing packages' blobs from this depot and
-    keeping them out of later syncs until readmitted with O(readmit).
+    keeping them out of later syncs until readmitted with O(readmit). The published index stays the repository's
+    signed bytes, so it still lists them; C(depot.json) lists them under C(excluded), and the
+    P(esd.osp.channel_index#lookup) lookup refuses them with "<name> <version> was deleted from depot ...".
 author:
   - esd.osp developers (@esd-osp)
 options:
@@ -260,8 +262,8 @@ def main():
         module.fail_json(msg="bandwidth_limit must be 0 (no limit) or a positive number of KiB/s, got %d" % p["bandwidth_limit"])
     path = join_root(p["root"], p["path"])
     depot = _depot.Depot(path, channel=p["channel"], actor=p["actor"])
-    before = depot.state()
     try:
+        before = depot.state()
         if p["state"] == "present":
             source = _depot.Source(p["src"], timeout=p["timeout"], validate_certs=p["validate_certs"])
             result = depot.sync(source, p["public_keys"], bandwidth_limit=p["bandwidth_limit"],

@@ -21,6 +21,9 @@ description:
     source tree, so that it never depends on when the build ran.
   - An existing identical artifact is left alone; an existing different artifact for the same name and
     version is refused unless O(force=true).
+  - The artifact is written with mode C(0644) through a temporary file in O(dest) that is renamed into place.
+  - In check mode nothing is written, in O(dest) or anywhere else (O(dest) is not created either); the digest is
+    computed in memory, so C(changed), RV(sha256) and a refusal of a second content are those a real run gives.
 author:
   - esd.osp developers (@esd-osp)
 options:
@@ -38,7 +41,11 @@ options:
       - Defaults to E(ESD_USER), else the user running the module.
     type: str
   scan_result:
-    description: Result of M(esd.osp.scan) on the source, embedded in the manifest as evidence.
+    description:
+      - Result of M(esd.osp.scan) on the source, embedded in the manifest as evidence.
+      - Only what does not depend on how paths were spelled is embedded - C(engine) (without a database version
+        or date), C(clean), C(infected) (paths relative to the scanned tree) and C(database_sha256) - so the same
+        tree gives the same artifact whether it was given as C($PWD/examples/x) or C(playbooks/../examples/x).
     type: dict
   force:
     description: Replace an existing artifact of the same name and version whose content differs.

@@ -37,7 +37,9 @@ options:
       - V(promoted) enters O(name) O(version) into O(channel) from the channel before it (or O(from_channel)).
       - V(absent) deletes O(name) (all versions, or O(version)) from one O(channel); bytes and other channels stay.
       - V(retired) takes O(name) (all versions, or O(version)) and every update of it out of every channel and deletes
-        its bytes, without an archive.
+        its bytes, without an archive. With O(version), an update goes only when its reference (C(updates) in its
+        manifest, for example C(payroll-agent>=3.0)) matches that version, compared in version order, and matches no
+        other version of O(name) that stays; an update naming no version goes with the last version of O(name).
       - V(archived) writes a verifiable archive of the same set to O(archive_dir) first, reads it back, then retires.
       - V(restored) brings the packages of the archive O(src) back (verified first) into the first channel.
       - V(signed) (re-)signs the channel indexes with O(signing_key), for example after a key rotation.
@@ -126,7 +128,10 @@ options:
     type: list
     elements: str
   max_live_images:
-    description: How many images of one family may be live in the last channel (default 2 when the repository is created).
+    description:
+      - How many images of one family may be live in the last channel (default 2 when the repository is created).
+      - Can be changed with any O(state) (under the repository lock, counted in C(changed) and RV(actions)); lowering it
+        below the number of images of a family already live in the last channel is refused.
     type: int
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
@@ -138,8 +143,13 @@ attributes:
   platform:
     platforms: posix
 notes:
-  - Promotion checks that the blob exists (and its size) but does not re-hash it; use M(esd.osp.repository_info) with
+  - Promotion checks that the blob exists and has the size the catalogue records (a damaged blob is refused, naming
+    its sha256 and both sizes) but does not re-hash it; use M(esd.osp.repository_info) with
     O(esd.osp.repository_info#module:verify_blobs=true) for a full integrity check.
+  - The production index and its C(.sig) are two files. A signed index is staged as C(channels/<channel>.json.pending),
+    signed, then renamed into place; a run stopped in between is reported as an interrupted publication (not as
+    tampering) by M(esd.osp.repository_info), depots and the P(esd.osp.channel_index#lookup) lookup, and
+    O(state=signed) repairs it.
 seealso:
   - module: esd.osp.repository_info
   - module: esd.osp.signing_key
@@ -323,14 +333,15 @@ class RepositoryModule(object):
         elif state == "restored":
             name = (_repository.archive_scope(p["src"]) or {}).get("name")
         before = membership(repo, name)
+        limit_before = repo.config.get("max_live_images") if repo.exists() else None
+        configured = {"changed": False, "actions": []}
         if state == "present":
             result = repo.add(p["src"], name=p["name"], version=p["version"], kind=p["kind"], family=p["family"],
                               channels=p["channels"], max_live_images=p["max_live_images"], check=check)
         else:
             if p["channels"] is not None or p["max_live_images"] is not None:
-                config = repo.plan_config(p["channels"], p["max_live_images"])
-                if config is not None and not check:
-                    repo.write_config(config)
+                # under the repository lock, before the operation, which then applies the new limit
+                configured = repo.configure(p["channels"], p["max_live_images"], check=check)
             if state == "promoted":
                 result = repo.promote(name, p["version"], p["channel"], from_channel=p["from_channel"],
                                       evidence=p["evidence"], test_report=p["test_report"], override=p["override"],
@@ -349,15 +360,22 @@ class RepositoryModule(object):
             else:
                 result = repo.sign(check=check)
         channels = result.get("all_channels") or repo.channels
-        after = simulate(before, state, result, channels) if check else membership(repo, name)
-        out = {"changed": result["changed"], "actions": result["actions"]}
+        if not name:
+            after = {}  # membership is per name; without one, check mode must not invent empty channels
+        else:
+            after = simulate(before, state, result, channels) if check else membership(repo, name)
+        out = {"changed": configured["changed"] or result["changed"], "actions": configured["actions"] + result["actions"]}
         for key in ("entry", "sha256", "size", "retired", "deleted", "archive", "restored", "key_id"):
             if key in result:
                 out[key] = result[key]
         if name:
             out["channels"] = after
         if self.module._diff:
-            out["diff"] = {"before": render(before), "after": render(after),
+            limits = ("", "")
+            if p["max_live_images"] is not None:  # the call succeeded, so the limit is the one asked for
+                limits = ("max_live_images: %s\n" % (limit_before if limit_before is not None else "-"),
+                          "max_live_images: %d\n" % p["max_live_images"])
+            out["diff"] = {"before": limits[0] + render(before), "after": limits[1] + render(after),
                            "before_header": "%s (%s)" % (p["path"], name or "channels"),
                            "after_header": "%s (%s)" % (p["path"], name or "channels")}
         return out

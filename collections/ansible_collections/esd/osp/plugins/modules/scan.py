@@ -16,6 +16,9 @@ description:
   - Fails too when the scan cannot run (no clamscan, no signature database), so an unscanned source never
     passes for a clean one.
   - Changes nothing; the result is meant to be embedded in the package manifest as evidence (see M(esd.osp.package)).
+  - The result names the engine by its program version only (C(ClamAV 1.4.6)) and the signature database by a
+    sha256 over its signature files (C(database_sha256)), so evidence taken of the same tree with the same
+    signatures is the same however the paths were spelled.
 author:
   - esd.osp developers (@esd-osp)
 options:
@@ -67,10 +70,15 @@ EXAMPLES = r"""
 
 RETURN = r"""
 scan:
-  description: What was scanned, by which engine, against which database, and what was found.
+  description:
+    - What was scanned, by which engine, against which database, and what was found.
+    - C(engine) is the program version without the default database's version and date.
+    - C(database_sha256) is a sha256 over the names and contents of the database's signature files (those of
+      O(database), else of ClamAV's default C(/var/lib/clamav)); null when the scan could not run.
   returned: always
   type: dict
-  sample: {"path": "/srv/build/payroll-agent", "engine": "ClamAV 1.4.6", "database": "/srv/clamav", "infected": [], "clean": true}
+  sample: {"path": "/srv/build/payroll-agent", "engine": "ClamAV 1.4.6", "database": "/srv/clamav",
+           "database_sha256": "0c1f5e8b2d4a6c8e0f1a3b5c7d9e1f2a4b6c8d0e2f4a6b8c0d2e4f6a8b0c2d4e", "infected": [], "clean": true}
 infected:
   description: Infected files with the matching signature.
   returned: always
@@ -99,9 +107,10 @@ def main():
         result = scan(params["path"], clamscan=params["clamscan"], database=params["database"], timeout=params["timeout"])
     except ScanError as exc:
         module.fail_json(msg=exc.msg, infected=exc.infected, rc=exc.rc,
-                         scan={"path": params["path"], "database": params["database"], "infected": exc.infected, "clean": False})
+                         scan={"path": params["path"], "database": params["database"], "database_sha256": None,
+                               "infected": exc.infected, "clean": False})
     summary = {"path": result["path"], "engine": result["engine"], "database": result["database"],
-               "infected": result["infected"], "clean": True}
+               "database_sha256": result["database_sha256"], "infected": result["infected"], "clean": True}
     module.exit_json(changed=False, scan=summary, infected=result["infected"])
 
 

@@ -17,7 +17,9 @@ description:
   - One call does everything one transition needs (fetch, checksum verification, safe unpacking, hooks, atomic
     activation and health check), so a host costs one round-trip per step.
   - A failing health check (or C(post_activate) hook) reverts the host to its previous version and the task fails
-    with the phase and the hook's output.
+    with the phase and the hook's output. When the version a rollback returned to fails its health check, the
+    host stays rolled back; the task fails with RV(phase=rollback_health_check), RV(reverted=false) and
+    C(changed=true).
   - Archives are checked before anything is written; absolute paths, C(..), links leaving the tree, hard links and
     device files are refused.
   - A state file C(<root>/var/lib/esd/software/<name>.json) records the installed versions, the active one, its
@@ -41,7 +43,11 @@ options:
       - V(active) installs it if needed and makes it the active version; the previous active version becomes the backup.
       - V(committed) makes the active update permanent and removes its backups (activating O(version) first if given).
       - V(rolled_back) returns to the backup of an uncommitted update and removes the rolled-back version
-        (a version that was only staged is simply removed). Rolling back a committed update is refused.
+        (a version that was only staged is simply removed). Rolling back a committed update is refused, and so is
+        naming the backup itself as O(version) (that would delete the version a rollback returns to).
+      - Without O(version), V(rolled_back) rolls back the last update once; when the last change of the active
+        version was a rollback to it, a second run changes nothing and says so in RV(msg). To roll back
+        further, name the active version.
       - V(absent) uninstalls the package (running its C(pre_remove) hook), or removes one inactive O(version).
     type: str
     choices: [present, active, committed, rolled_back, absent]
@@ -53,7 +59,8 @@ options:
     type: str
   sha256:
     description:
-      - Expected SHA-256 of the artifact. Required when O(src) is a URL; verified before anything is unpacked.
+      - Expected SHA-256 of the artifact. Required when O(src) is a URL (checked in check mode too); verified before
+        anything is unpacked.
     type: str
   root:
     description:
@@ -164,15 +171,25 @@ actions:
   type: list
   elements: str
   sample: ["install 2.4.1", "activate 2.4.1 (backup 2.4.0)"]
+msg:
+  description: Why nothing was done when the request was already fulfilled (a second O(state=rolled_back)).
+  returned: when there was nothing to roll back
+  type: str
+  sample: "Nothing to roll back: payroll-agent was rolled back from 2.4.1 to 2.4.0 on 2026-12-12T22:14:03Z, and 2.4.0 is still active"
 phase:
   description:
     - The step that failed, for triage; C(fetch), C(verify), C(arguments) and C(unpack) failures leave the host
       unchanged, hook and C(health_check) failures are reverted, C(revert) means the auto-revert itself failed.
+    - C(rollback_health_check) means a rollback happened but the version it returned to failed its health check;
+      the host stays rolled back (RV(reverted=false), C(changed=true)).
+    - C(rollback), C(commit) and C(remove) mean the request was refused and nothing changed.
   returned: failure
   type: str
   sample: health_check
 reverted:
-  description: Whether the host was returned to its state before the call after a failure.
+  description:
+    - Whether the host was returned to its state before the call after a failure. False when the host is left
+      changed (C(revert), C(rollback_health_check)) and when nothing needed reverting.
   returned: failure
   type: bool
   sample: true
@@ -278,7 +295,7 @@ def main():
                changed=False)
     except SoftwareError as exc:
         finish(module.fail_json, msg=exc.msg, phase=exc.phase, rc=exc.rc, stdout=exc.stdout, stderr=exc.stderr,
-               reverted=exc.reverted, changed=False)
+               reverted=exc.reverted, changed=exc.changed)
     except OSError as exc:
         finish(module.fail_json, msg="Failed to manage %s under %s: %s" % (params["name"], root or "/", exc),
                phase="io", changed=False)

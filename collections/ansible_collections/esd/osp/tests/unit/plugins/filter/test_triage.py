@@ -41,6 +41,10 @@ SOFTWARE = "Software | apply | Bring hello-agent to active"
      "post_install hook failed (phase post_install, rc 1): hook failed"),
     ({"outcome": "failed", "phase": "revert", "message": "revert failed"}, "rollback",
      "the automatic revert failed (phase revert): revert failed"),
+    ({"outcome": "failed", "phase": "rollback_health_check", "rc": 3, "reverted": False, "changed": True,
+      "message": "Rolled back demo 1.1.0 to 1.0.0, but then 1.0.0 failed its health check (health check exited 3)"},
+     "manual", "rolled back, but the previous version failed its health check (phase rollback_health_check, rc 3): "
+     "Rolled back demo 1.1.0 to 1.0.0, but then 1.0.0 failed its health check (health check exited 3)"),
     ({"outcome": "failed", "phase": "requires", "message": "libfoo missing"}, "manual",
      "a prerequisite is missing (phase requires): libfoo missing"),
     ({"outcome": "failed", "phase": "io", "message": "Is a directory"}, "manual",

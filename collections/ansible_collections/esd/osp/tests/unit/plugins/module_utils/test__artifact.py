@@ -90,6 +90,74 @@ def test_check_mode_predicts_without_writing(tmp_path):
     assert result["changed"] is True and os.listdir(str(dest)) == []
 
 
+def test_check_mode_with_a_missing_dest_predicts_the_real_build(tmp_path, monkeypatch):
+    src = write_source(tmp_path)
+    dest = tmp_path / "new" / "out"
+    written = []
+    real_mkstemp = _artifact.tempfile.mkstemp
+    monkeypatch.setattr(_artifact.tempfile, "mkstemp", lambda *a, **k: written.append(k) or real_mkstemp(*a, **k))
+    predicted = _artifact.build_package(src, str(dest), yaml.safe_load, "bob", check_mode=True)
+    assert not (tmp_path / "new").exists() and written == []  # no dest, no temporary file anywhere
+    real = _artifact.build_package(src, str(dest), yaml.safe_load, "bob")
+    assert (predicted["changed"], predicted["sha256"], predicted["size"], predicted["path"]) == \
+        (True, real["sha256"], real["size"], real["path"])
+    assert _artifact.build_package(src, str(dest), yaml.safe_load, "bob", check_mode=True)["changed"] is False
+
+
+def test_check_mode_refuses_a_second_content_like_a_real_build(tmp_path):
+    src = write_source(tmp_path)
+    dest = str(tmp_path / "out")
+    build(src, dest)
+    with open(os.path.join(src, "payload", "etc", "tool.conf"), "a") as handle:
+        handle.write("changed\n")
+    with pytest.raises(_artifact.ArtifactError, match="a name and version must never have two contents"):
+        _artifact.build_package(src, dest, yaml.safe_load, "bob", check_mode=True)
+    assert os.listdir(dest) == ["demo-1.0.0.esdpkg"]
+
+
+def test_artifact_is_world_readable(tmp_path):
+    old_umask = os.umask(0o077)  # a strict builder umask must not make the artifact private either
+    try:
+        result = build(write_source(tmp_path), str(tmp_path / "out"))
+    finally:
+        os.umask(old_umask)
+    assert os.stat(result["path"]).st_mode & 0o777 == 0o644
+
+
+def test_scan_evidence_keeps_only_what_does_not_depend_on_paths():
+    scan = {"path": "/work/main/playbooks/../examples/packages/hello", "database": "/srv/clamav",
+            "database_sha256": "ab" * 32, "engine": "ClamAV 1.4.6/27400/Mon Sep  9 08:21:35 2026",
+            "infected": [], "clean": True, "command": ["clamscan", "/work/main/playbooks/../examples"]}
+    assert _artifact.scan_evidence(scan) == {"engine": "ClamAV 1.4.6", "clean": True, "infected": [],
+                                             "database_sha256": "ab" * 32}
+    found = {"path": "/src/", "infected": [{"path": "/src/payload/eicar.com", "signature": "Eicar"}], "clean": False}
+    assert _artifact.scan_evidence(found)["infected"] == [{"path": "payload/eicar.com", "signature": "Eicar"}]
+
+
+def test_same_tree_through_two_path_spellings_gives_the_same_artifact(tmp_path):
+    """The build role embeds esd.osp.scan's result: $PWD/examples/x and playbooks/../examples/x are one tree."""
+    from ansible_collections.esd.osp.plugins.module_utils import _scan
+    src = write_source(tmp_path)
+    (tmp_path / "playbooks").mkdir()
+    database = tmp_path / "clamav"
+    database.mkdir()
+    (database / "test.hdb").write_text("%s:4:Esd-Test\n" % ("0" * 32))
+    spellings = [(src, str(database)),
+                 (os.path.join(str(tmp_path), "playbooks", "..", os.path.basename(src)),
+                  os.path.join(str(tmp_path), "playbooks", "..", "clamav") + "/")]
+    dest = str(tmp_path / "out")
+    results = []
+    for path, db in spellings:
+        scanned = _scan.scan(path, database=db)
+        results.append(_artifact.build_package(path, dest, yaml.safe_load, "bob", scan=dict(scanned, clean=True)))
+    assert results[0]["changed"] is True and results[1]["changed"] is False
+    assert results[0]["sha256"] == results[1]["sha256"]
+    evidence = _artifact.read_manifest(results[0]["path"])["scan"]
+    assert evidence == {"engine": evidence["engine"], "clean": True, "infected": [],
+                        "database_sha256": _scan.database_digest(str(database))}
+    assert evidence["engine"].startswith("ClamAV ") and "/" not in evidence["engine"]
+
+
 def test_invalid_spec_reports_every_problem(tmp_path):
     src = tmp_path / "bad"
     (src / "payload").mkdir(parents=True)
@@ -143,7 +211,24 @@ def member(name, kind=tarfile.REGTYPE, data=b"x", linkname=""):
     ([member("payload/abs", tarfile.SYMTYPE, linkname="/etc/shadow")], "link payload/abs points to the absolute path '/etc/shadow'"),
     ([member("payload/hard", tarfile.LNKTYPE, linkname="/etc/shadow")], "member payload/hard is a hard link (to /etc/shadow); hard links are not allowed"),
     ([member("payload/null", tarfile.CHRTYPE)], "member payload/null is a device or fifo"),
+    ([member("payload/disk", tarfile.BLKTYPE)], "member payload/disk is a device or fifo"),
     ([member("payload/pipe", tarfile.FIFOTYPE)], "member payload/pipe is a device or fifo"),
+    # each link alone stays inside payload as text; followed like the kernel does, t ends above the release
+    ([member("payload/a", tarfile.DIRTYPE), member("payload/a/b", tarfile.DIRTYPE),
+      member("payload/a/b/s", tarfile.SYMTYPE, linkname="../.."),
+      member("payload/a/b/t", tarfile.SYMTYPE, linkname="s/../../..")],
+     "link payload/a/b/t -> s/../../.. leaves the payload tree (through the link payload/a/b/s)"),
+    # back into payload/ as text, but payload/ is the release directory: this is a sibling of the release
+    ([member("payload/y"), member("payload/x", tarfile.SYMTYPE, linkname="../payload/y")],
+     "link payload/x -> ../payload/y leaves the payload tree"),
+    ([member("payload/l1", tarfile.SYMTYPE, linkname="l2"), member("payload/l2", tarfile.SYMTYPE, linkname="l1")],
+     "link payload/l1 -> l2 does not resolve: more than 40 links in a row (a loop?)"),
+    # a link that stays inside is fine, but nothing may be unpacked through it
+    ([member("payload/sub", tarfile.DIRTYPE), member("payload/d", tarfile.SYMTYPE, linkname="sub"),
+      member("payload/d/evil")],
+     "member payload/d/evil is beneath the symlink payload/d; nothing may be unpacked through a link"),
+    ([member("payload/.esd/hooks/health_check")], "member payload/.esd/hooks/health_check is in the reserved directory .esd"),
+    ([member("payload", tarfile.SYMTYPE, linkname="/etc")], "member payload must be a directory"),
     ([member("elsewhere/file")], "member elsewhere/file is outside payload/ and hooks/"),
     ([member("payload/extra")], "archive holds member(s) not in its manifest: payload/extra"),
 ])
@@ -155,6 +240,72 @@ def test_hostile_archives_are_refused_and_nothing_is_written(tmp_path, members, 
     assert expected in str(info.value)
     assert not release.exists()
     assert not (tmp_path / "root").exists() or os.listdir(str(tmp_path / "root" / "releases")) == []
+
+
+def chain_escape(tmp_path):
+    """The audit's archive: two links that stay inside as text, and a file written through the second."""
+    links = [member("payload/a", tarfile.DIRTYPE), member("payload/a/b", tarfile.DIRTYPE),
+             member("payload/a/b/s", tarfile.SYMTYPE, linkname="../.."),
+             member("payload/a/b/t", tarfile.SYMTYPE, linkname="s/../../..")]
+    files = [{"path": "payload/a", "type": "dir"}, {"path": "payload/a/b", "type": "dir"},
+             {"path": "payload/a/b/s", "type": "link", "target": "../.."},
+             {"path": "payload/a/b/t", "type": "link", "target": "s/../../.."},
+             {"path": "payload/a/b/t/pwned", "type": "file", "mode": "0644",
+              "sha256": __import__("hashlib").sha256(b"x").hexdigest()}]
+    return hostile_archive(str(tmp_path / "evil.esdpkg"), links + [member("payload/a/b/t/pwned")], files)
+
+
+def test_file_written_through_a_link_chain_is_refused(tmp_path):
+    release = tmp_path / "root" / "opt" / "esd" / "evil" / "releases" / "1"
+    with pytest.raises(_artifact.ArtifactError) as info:
+        _artifact.extract_release(chain_escape(tmp_path), str(release))
+    assert str(info.value) == ("member payload/a/b/t/pwned is beneath the symlink payload/a/b/t; "
+                               "nothing may be unpacked through a link")
+    assert not (tmp_path / "root").exists()
+
+
+def unchecked(members, manifest):
+    return dict((_artifact._normalise_member_path(item.name), item) for item in members)
+
+
+def test_realpath_check_stops_a_write_outside_even_if_the_member_checks_miss_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(_artifact, "check_members", unchecked)
+    releases = tmp_path / "root" / "opt" / "esd" / "evil" / "releases"
+    with pytest.raises(_artifact.ArtifactError) as info:
+        _artifact.extract_release(chain_escape(tmp_path), str(releases / "1"))
+    assert str(info.value) == "member payload/a/b/t/pwned would be written to %s, outside the release" % (
+        os.path.realpath(str(tmp_path / "root" / "opt" / "esd")))
+    assert sorted(os.listdir(str(tmp_path / "root" / "opt" / "esd"))) == ["evil"]  # no pwned
+    assert os.listdir(str(releases)) == []  # staging removed
+
+
+def test_realpath_check_refuses_a_link_resolving_outside_before_the_release_appears(tmp_path, monkeypatch):
+    monkeypatch.setattr(_artifact, "check_members", unchecked)
+    archive = hostile_archive(str(tmp_path / "evil.esdpkg"), [member("payload/up", tarfile.SYMTYPE, linkname="../..")])
+    releases = tmp_path / "root" / "releases"
+    with pytest.raises(_artifact.ArtifactError) as info:
+        _artifact.extract_release(archive, str(releases / "1"))
+    assert str(info.value) == "up resolves to %s, outside the release" % os.path.realpath(str(tmp_path / "root"))
+    assert os.listdir(str(releases)) == []
+
+
+def test_links_that_stay_inside_are_unpacked(tmp_path):
+    src = write_source(tmp_path)
+    os.symlink("../etc", os.path.join(src, "payload", "bin", "conf"))
+    os.symlink("bin/conf/tool.conf", os.path.join(src, "payload", "tool.conf"))
+    result = build(src, str(tmp_path / "a"))
+    release = tmp_path / "releases" / "1.0.0"
+    _artifact.extract_release(result["path"], str(release))
+    assert (release / "tool.conf").read_text() == "v=1.0.0\n"
+
+
+def test_payload_link_chain_leaving_the_tree_is_refused_at_build(tmp_path):
+    src = write_source(tmp_path)
+    os.symlink("..", os.path.join(src, "payload", "bin", "s"))
+    os.symlink("s/..", os.path.join(src, "payload", "bin", "t"))
+    with pytest.raises(_artifact.ArtifactError) as info:
+        build(src, str(tmp_path / "out"))
+    assert str(info.value) == "link payload/bin/t -> s/.. leaves the payload tree (through the link payload/bin/s)"
 
 
 def test_content_not_matching_manifest_is_refused_and_cleaned(tmp_path):

@@ -205,6 +205,36 @@ def test_a_tampered_upstream_index_is_refused_and_nothing_changes(upstream, tmp_
         Depot(str(tmp_path / "third")).sync(Source(upstream.path), keys.public_keys())
 
 
+def test_a_depot_publication_stopped_half_way_is_named_and_the_next_sync_repairs_it(
+        upstream, tmp_path, keys, monkeypatch):
+    hq = Depot(str(tmp_path / "hq"))
+    hq.sync(Source(upstream.path), keys.public_keys())
+    branch = Depot(str(tmp_path / "branch"))
+    branch.sync(Source(hq.path), keys.public_keys())
+    published = open(hq.index_path, "rb").read()
+    upstream.delete("gamma", "production")
+
+    def crash(staged, final):
+        raise OSError("simulated crash between the signature and the index")
+
+    monkeypatch.setattr(_depot, "move_into_place", crash)
+    with pytest.raises(OSError, match="simulated crash"):
+        hq.sync(Source(upstream.path), keys.public_keys())
+    monkeypatch.undo()
+    assert open(hq.index_path, "rb").read() == published
+    with pytest.raises(DepotError) as refused:
+        branch.sync(Source(hq.path), keys.public_keys())
+    index = "%s/channels/production.json" % hq.path
+    assert str(refused.value) == (
+        "refusing to trust %s: channel index %s does not match its signature because its publication was interrupted: "
+        "the signature covers the new index staged as %s.pending, which was never put in place; sync that depot again "
+        "(esd.osp.depot_channel, playbooks/distribute.yml): the sync publishes the index and its signature anew" % (
+            hq.path, index, index))
+    repaired = hq.sync(Source(upstream.path), keys.public_keys())
+    assert repaired["serial"] == 4 and not os.path.exists(hq.index_path + ".pending")
+    assert branch.sync(Source(hq.path), keys.public_keys())["serial"] == 4
+
+
 def test_a_tampered_upstream_blob_is_refused_on_arrival(upstream, tmp_path, keys):
     beta = production_entries(upstream)["beta"]
     blob = upstream.blob_path(beta["sha256"])

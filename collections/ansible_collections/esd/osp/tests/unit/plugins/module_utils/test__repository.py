@@ -47,12 +47,14 @@ def raw_artifact(tmp_path, filename, content):
     return str(path)
 
 
-def test_report(tmp_path, name, version, result="passed", sha256=None, report_id="TR-1"):
+def test_report(tmp_path, name, version, result="passed", sha256=None, report_id="TR-1", summary=None):
     path = tmp_path / "reports" / ("%s-%s-%s.json" % (name, version, report_id))
     path.parent.mkdir(parents=True, exist_ok=True)
     body = {"id": report_id, "name": name, "version": version, "result": result}
     if sha256:
         body["sha256"] = sha256
+    if summary is not None:
+        body["summary"] = summary
     path.write_text(json.dumps(body))
     return str(path)
 
@@ -66,13 +68,19 @@ def to_production(repo, tmp_path, name, version, **kwargs):
 
 
 def snapshot(top):
-    """Every file under top with its content digest, to prove that check mode writes nothing."""
-    out = {}
+    """Every directory and file under top (top included) with its mode, and each file's content digest, to prove
+    that check mode writes nothing: no new or changed file, no new directory (a lock file, an empty archive
+    folder), no changed permission."""
+    out = {".": ("dir", stat.S_IMODE(os.stat(top).st_mode))}
     for current, dirs, files in os.walk(top):
+        for name in dirs:
+            full = os.path.join(current, name)
+            out[os.path.relpath(full, top)] = ("dir", stat.S_IMODE(os.lstat(full).st_mode))
         for name in files:
             full = os.path.join(current, name)
             with open(full, "rb") as handle:
-                out[os.path.relpath(full, top)] = hashlib.sha256(handle.read()).hexdigest()
+                digest = hashlib.sha256(handle.read()).hexdigest()
+            out[os.path.relpath(full, top)] = ("file", stat.S_IMODE(os.lstat(full).st_mode), digest)
     return out
 
 
@@ -199,8 +207,25 @@ def test_nothing_reaches_production_without_a_passing_test_record(repo, tmp_path
     wrong_bytes = test_report(tmp_path, "payroll-agent", "2.4.1", sha256="0" * 64, report_id="TR-b")
     with pytest.raises(RuleError, match="it tested sha256 0000"):
         repo.promote("payroll-agent", "2.4.1", "production", test_report=wrong_bytes)
+    # "passed" over a summary that counts failures or errors is a failed report, not a pass
+    for report_id, summary, counts in (("TR-5f", {"total": 40, "failed": 5}, "5 failed"),
+                                       ("TR-2e", {"total": 40, "failed": 0, "errors": 2}, "0 failed, 2 error(s)")):
+        lying = test_report(tmp_path, "payroll-agent", "2.4.1", sha256=digest, report_id=report_id, summary=summary)
+        with pytest.raises(RuleError) as refused:
+            repo.promote("payroll-agent", "2.4.1", "production", test_report=lying)
+        assert str(refused.value) == (
+            "cannot promote payroll-agent 2.4.1 to production: test report %s is not a passing test record for it: "
+            "its result is failed: it says 'passed' but its summary counts %s" % (lying, counts))
     assert repo.find_entry("production", "payroll-agent", "2.4.1") is None
-    good = test_report(tmp_path, "payroll-agent", "2.4.1", sha256=digest, report_id="TR-ok")
+    assert repo.test_records("payroll-agent", "2.4.1") == []
+    # ... and such a report stored by an earlier version of the collection is no passing record either
+    os.makedirs(repo.p("records", "payroll-agent", "2.4.1"))
+    with open(repo.p("records", "payroll-agent", "2.4.1", "%s.json" % ("e" * 64)), "w") as handle:
+        json.dump({"id": "TR-old", "result": "passed", "failures": 5, "sha256": digest, "report_sha256": "e" * 64}, handle)
+    with pytest.raises(RuleError, match="has no passing test record; give test_report"):
+        repo.promote("payroll-agent", "2.4.1", "production")
+    good = test_report(tmp_path, "payroll-agent", "2.4.1", sha256=digest, report_id="TR-ok",
+                       summary={"total": 40, "failed": 0, "errors": 0})
     assert repo.promote("payroll-agent", "2.4.1", "production", test_report=good)["entry"]["evidence"] == "TR-ok"
 
 
@@ -236,6 +261,25 @@ def test_promotion_cost_does_not_depend_on_size_it_never_reads_the_blob(repo, tm
     repo.promote("install-media", "1.0", "test")
     report = test_report(tmp_path, "install-media", "1.0")
     assert repo.promote("install-media", "1.0", "production", test_report=report)["changed"]
+
+
+def test_promotion_refuses_a_blob_whose_size_is_not_the_recorded_one(repo, tmp_path):
+    artifact = package(tmp_path)
+    digest = repo.add(artifact)["sha256"]
+    size = os.path.getsize(artifact)
+    blob = repo.blob_path(digest)
+    os.chmod(blob, 0o644)
+    with open(blob, "r+b") as handle:
+        handle.truncate(size - 10)
+    before = snapshot(repo.path)
+    with pytest.raises(IntegrityError) as refused:
+        repo.promote("payroll-agent", "2.4.1", "test")
+    assert str(refused.value) == (
+        "the blob of payroll-agent 2.4.1 (sha256 %s) is damaged: the catalogue records %d bytes, %s holds %d; add the "
+        "artifact again (state=present) to repair it" % (digest, size, blob, size - 10))
+    assert snapshot(repo.path) == before
+    assert repo.add(artifact)["actions"] == ["repair blob %s (%d bytes)" % (digest, size)]
+    assert repo.promote("payroll-agent", "2.4.1", "test")["changed"]
 
 
 def test_production_index_is_signed_and_changes_need_the_key(repo, tmp_path, keyring):
@@ -276,6 +320,58 @@ def test_a_tampered_index_or_blob_is_found(repo, tmp_path, keyring):
     with open(blob, "ab") as handle:
         handle.write(b"!")
     assert any("is missing" in p or "corrupt" in p for p in repo.verify(keyring.public_keys())["problems"])
+
+
+def test_a_publication_stopped_between_signature_and_index_says_what_to_do_and_re_signing_repairs_it(
+        repo, tmp_path, keyring, monkeypatch):
+    repo.add(package(tmp_path))
+    to_production(repo, tmp_path, "payroll-agent", "2.4.1")
+    repo.add(package(tmp_path, version="2.5.0"))
+    repo.promote("payroll-agent", "2.5.0", "test")
+    path = repo.channel_path("production")
+    published = open(path, "rb").read()
+
+    def crash(staged, final):
+        raise OSError("simulated crash between the signature and the index")
+
+    # the run stops after writing the new signature, before the new index is in place
+    monkeypatch.setattr(_repository, "move_into_place", crash)
+    with pytest.raises(OSError, match="simulated crash"):
+        repo.promote("payroll-agent", "2.5.0", "production", test_report=test_report(tmp_path, "payroll-agent", "2.5.0"))
+    monkeypatch.undo()
+    assert open(path, "rb").read() == published and os.path.isfile(path + ".pending")
+
+    expected = ("channel index %s does not match its signature because its publication was interrupted: the signature "
+                "covers the new index staged as %s.pending, which was never put in place; re-sign the channels on the "
+                "repository (esd.osp.repository state=signed, which playbooks/keys.yml runs), then run the interrupted "
+                "change again" % (path, path))
+    with pytest.raises(IntegrityError) as refused:
+        repo.verify_channel("production", keyring.public_keys())
+    assert str(refused.value) == expected
+    report = repo.verify()  # found without keys too
+    assert report["valid"] is False and report["problems"] == [expected]
+    assert report["channels"]["production"]["verified"] is False
+
+    # a depot (or the channel_index lookup) reading the repository gets the same explanation, not "tampered"
+    from ansible_collections.esd.osp.plugins.module_utils import _depot
+    monkeypatch.setattr(_depot, "RETRY_PAUSE", 0)
+    with pytest.raises(_depot.DepotError) as depot_refused:
+        _depot.fetch_index(_depot.Source(repo.path), "production", keyring.public_keys())
+    assert str(depot_refused.value) == "refusing to trust %s: %s" % (
+        repo.path, expected.replace(path + ".pending", "%s/channels/production.json.pending" % repo.path))
+
+    # state=signed re-signs the published index and drops the staged one
+    plan = repo.sign(check=True)
+    assert plan["actions"] == ["sign channel production with key %s" % keyring.load()["active"],
+                               "discard %s.pending, left unpublished by an interrupted run" % path]
+    assert repo.sign()["actions"] == plan["actions"]
+    assert repo.verify(keyring.public_keys())["valid"] and not os.path.exists(path + ".pending")
+    index, key = repo.verify_channel("production", keyring.public_keys())
+    assert [e["version"] for e in index["entries"]] == ["2.4.1"]
+    # ... and the interrupted promotion, run again, publishes a signed index
+    assert repo.promote("payroll-agent", "2.5.0", "production")["changed"]
+    index, key = repo.verify_channel("production", keyring.public_keys())
+    assert [e["version"] for e in index["entries"]] == ["2.4.1", "2.5.0"] and not os.path.exists(path + ".pending")
 
 
 def test_key_rotation_and_re_signing(tmp_path):
@@ -377,6 +473,54 @@ def test_retire_removes_the_package_and_all_its_updates_everywhere(repo, tmp_pat
         repo.retire("nosuch")
 
 
+def test_retiring_one_version_takes_only_the_updates_whose_reference_matches_it(repo, tmp_path):
+    for version in ("2.4.0", "3.0.0"):
+        repo.add(package(tmp_path, version=version))
+    updates = {
+        "hotfix3": "payroll-agent>=3.0",      # for 3.x only: stays with 3.0.0
+        "hotfix2": "payroll-agent<3.0",       # for 2.x only: goes with 2.4.0
+        "pin240": "payroll-agent=2.4.0",      # for exactly 2.4.0: goes
+        "pin300": "payroll-agent==3.0.0",     # for exactly 3.0.0: stays
+        "from210": "payroll-agent>=2.10",     # 2.4.0 < 2.10 in version order (not as strings): stays
+        "upto25": "payroll-agent<=2.5",       # matches 2.4.0 only: goes
+        "after24": "payroll-agent>2.4.0",     # matches 3.0.0 only: stays
+        "any2": "payroll-agent>=2.0",         # matches 2.4.0, but also 3.0.0, which stays: stays
+        "any": "payroll-agent",               # no version: stays while another version of payroll-agent is live
+    }
+    for name, ref in updates.items():
+        repo.add(package(tmp_path, name=name, version="1", extra_spec="updates: ['%s']\n" % ref))
+    for name, version in [("payroll-agent", "2.4.0"), ("payroll-agent", "3.0.0")] + [(n, "1") for n in updates]:
+        to_production(repo, tmp_path, name, version)
+
+    plan = repo.retire("payroll-agent", version="2.4.0", check=True)
+    result = repo.retire("payroll-agent", version="2.4.0")
+    assert plan["actions"] == result["actions"]
+    assert sorted((r["name"], r["version"]) for r in result["retired"]) == [
+        ("hotfix2", "1"), ("payroll-agent", "2.4.0"), ("pin240", "1"), ("upto25", "1")]
+    live = sorted((e["name"], e["version"]) for e in repo.load_channel("production")["entries"])
+    assert live == [("after24", "1"), ("any", "1"), ("any2", "1"), ("from210", "1"), ("hotfix3", "1"),
+                    ("payroll-agent", "3.0.0"), ("pin300", "1")]
+
+    # the last live version of payroll-agent: every update that still refers to it goes with it
+    last = repo.retire("payroll-agent", version="3.0.0")
+    assert sorted(r["name"] for r in last["retired"]) == ["after24", "any", "any2", "from210", "hotfix3",
+                                                          "payroll-agent", "pin300"]
+    assert repo.load_channel("production")["entries"] == []
+
+
+def test_an_unversioned_update_goes_only_with_the_last_live_version(repo, tmp_path):
+    for version in ("2.4.0", "3.0.0"):
+        repo.add(package(tmp_path, version=version))
+    repo.add(package(tmp_path, name="payroll-agent-hotfix", version="1", extra_spec="updates: [payroll-agent]\n"))
+    first = repo.retire("payroll-agent", version="2.4.0")
+    assert [(r["name"], r["version"]) for r in first["retired"]] == [("payroll-agent", "2.4.0")]
+    assert repo.load_record("payroll-agent-hotfix", "1")["state"] == "active"
+    second = repo.retire("payroll-agent", version="3.0.0")
+    assert sorted((r["name"], r["version"]) for r in second["retired"]) == [
+        ("payroll-agent", "3.0.0"), ("payroll-agent-hotfix", "1")]
+    assert repo.load_record("payroll-agent-hotfix", "1")["state"] == "retired"
+
+
 def test_archive_retire_writes_a_verifiable_archive_that_restores(repo, tmp_path, keyring):
     artifact = package(tmp_path)
     digest = repo.add(artifact)["sha256"]
@@ -444,6 +588,16 @@ def test_check_mode_computes_the_same_result_and_writes_nothing(repo, tmp_path):
     assert snapshot(repo.path) == before and not os.path.exists(str(tmp_path / "a"))
     assert all(c["changed"] for c in checks)
     assert repo.promote("payroll-agent", "2.4.1", "production", test_report=report)["actions"] == checks[0]["actions"]
+
+
+def test_the_check_mode_snapshot_sees_new_directories_and_changed_modes(repo, tmp_path):
+    repo.add(package(tmp_path))
+    before = snapshot(repo.path)
+    os.mkdir(repo.p("archives"))
+    assert snapshot(repo.path) != before
+    os.rmdir(repo.p("archives"))
+    os.chmod(repo.p("repository.json"), 0o600)
+    assert snapshot(repo.path) != before
 
 
 def test_channels_are_configurable(tmp_path, keyring):

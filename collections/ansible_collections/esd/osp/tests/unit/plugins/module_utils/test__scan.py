@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 
-from ansible_collections.esd.osp.plugins.module_utils._scan import ScanError, scan
+from ansible_collections.esd.osp.plugins.module_utils._scan import ScanError, database_digest, engine_version, scan
 
 # The EICAR anti-virus test string, assembled at run time so this file itself is not a test virus.
 EICAR = ("X5O!P%@AP[4\\PZX54(P^)7CC)7}$" + "EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*").encode()
@@ -68,3 +68,20 @@ def test_empty_database_directory_cannot_scan(tree, tmp_path):
 def test_missing_clamscan(tree, database):
     with pytest.raises(ScanError, match="install the clamav package"):
         scan(str(tree), clamscan="/nonexistent/clamscan", database=database)
+
+
+def test_the_database_is_named_by_its_signatures_not_its_path(tree, database, tmp_path):
+    (tmp_path / "elsewhere").mkdir()
+    first = scan(str(tree), database=database)
+    second = scan(str(tmp_path / "elsewhere" / ".." / "src"), database=str(tmp_path / "elsewhere" / ".." / "db") + "/")
+    assert first["database_sha256"] == second["database_sha256"] == database_digest(database)
+    assert first["engine"] == second["engine"] and "/" not in first["engine"]
+    (tmp_path / "db" / "freshclam.dat").write_bytes(b"freshclam's bookkeeping, rewritten on every update")
+    assert database_digest(database) == first["database_sha256"]
+    (tmp_path / "db" / "more.hdb").write_text("%s:4:Esd-Other\n" % ("1" * 32))
+    assert database_digest(database) != first["database_sha256"]
+
+
+def test_engine_version_drops_the_default_databases_version_and_date():
+    assert engine_version("ClamAV 1.4.6/27400/Mon Sep  9 08:21:35 2026\n") == "ClamAV 1.4.6"
+    assert engine_version("ClamAV 1.4.6") == "ClamAV 1.4.6"

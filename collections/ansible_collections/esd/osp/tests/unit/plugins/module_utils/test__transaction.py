@@ -119,6 +119,116 @@ def test_rollback_of_committed_update_is_refused_with_advice(env):
     assert current(env) == "releases/1.1.0"
 
 
+@pytest.mark.parametrize("check_mode", [False, True])
+def test_rolled_back_without_version_twice_changes_nothing_the_second_time(env, check_mode):
+    env["apply"]("active", "1.0.0")
+    env["apply"]("active", "1.1.0")
+    first = env["apply"]("rolled_back")
+    assert first["changed"] and first["active"] == "1.0.0" and current(env) == "releases/1.0.0"
+    when = state_file(env)["history"][-1]["time"]
+    snapshot = sorted(os.walk(env["root"]))
+    second = env["apply"]("rolled_back", check_mode=check_mode)
+    assert (second["changed"], second["actions"], second["active"], second["installed"]) == (False, [], "1.0.0", ["1.0.0"])
+    assert second["msg"] == ("Nothing to roll back: demo was rolled back from 1.1.0 to 1.0.0 on %s, and 1.0.0 is "
+                             "still active" % when)
+    assert sorted(os.walk(env["root"])) == snapshot and current(env) == "releases/1.0.0"
+
+
+def test_rolled_back_twice_after_an_update_over_a_committed_version(env):
+    """The README tour: 1.1.0 committed, 1.0.0 deployed as an update, rolled back twice."""
+    env["apply"]("committed", "1.1.0")
+    env["apply"]("active", "1.0.0")
+    assert env["apply"]("rolled_back")["active"] == "1.1.0"
+    again = env["apply"]("rolled_back")
+    assert again["changed"] is False and again["msg"].startswith("Nothing to roll back: demo was rolled back from 1.0.0 to 1.1.0 on ")
+    assert current(env) == "releases/1.1.0" and releases(env) == ["1.1.0"]
+
+
+def test_rolled_back_again_after_a_reverted_update_still_changes_nothing(env):
+    env["apply"]("active", "1.0.0")
+    env["apply"]("active", "1.1.0")
+    env["apply"]("rolled_back")
+    with pytest.raises(SoftwareError):
+        env["apply"]("active", "1.2.0")  # fails its health check and is reverted: 1.0.0 stays active
+    assert env["apply"]("rolled_back")["changed"] is False
+
+
+def test_rolled_back_without_version_after_a_new_update_rolls_that_back(env):
+    env["apply"]("active", "1.0.0")
+    env["apply"]("active", "1.1.0")
+    env["apply"]("rolled_back")
+    env["apply"]("active", "1.1.0")
+    result = env["apply"]("rolled_back")
+    assert result["changed"] and result["active"] == "1.0.0" and "msg" not in result
+
+
+def test_rolling_back_the_backup_version_is_refused_and_keeps_it(env):
+    env["apply"]("active", "1.0.0")
+    env["apply"]("active", "1.1.0")
+    for check_mode in (True, False):
+        with pytest.raises(SoftwareError) as info:
+            env["apply"]("rolled_back", "1.0.0", check_mode=check_mode)
+        assert info.value.phase == "rollback" and info.value.msg == (
+            "Cannot roll back demo 1.0.0: it is not an update but the backup that rolling back demo 1.1.0 returns to. "
+            "To roll back the update, use state=rolled_back with version=1.1.0 (or without version); to delete the "
+            "backup, use state=absent with version=1.0.0.")
+    assert releases(env) == ["1.0.0", "1.1.0"] and state_file(env)["backups"] == ["1.0.0"]
+    assert [h["action"] for h in state_file(env)["history"]][-1] == "activate"
+
+
+def test_rolling_back_a_staged_version_removes_it(env):
+    env["apply"]("active", "1.0.0")
+    env["apply"]("present", "1.1.0")
+    result = env["apply"]("rolled_back", "1.1.0")
+    assert result["actions"] == ["remove staged 1.1.0"] and releases(env) == ["1.0.0"]
+
+
+def test_rollback_whose_previous_version_is_unhealthy_is_not_reported_as_reverted(env, tmp_path):
+    out = str(tmp_path / "flaky")
+    flag = os.path.join(env["root"], "broken")
+    arts = dict((version, build(write_source(tmp_path / version, name="flaky", version=version,
+                                             health='test ! -e "$ESD_ROOT/broken" || { echo broken >&2; exit 3; }'),
+                                out)) for version in ("1.0.0", "1.1.0"))
+
+    def apply(state, version=None):
+        art = arts.get(version) or {}
+        return SoftwareManager("flaky", state, version=version, src=art.get("path"), sha256=art.get("sha256"),
+                               root=env["root"], fetch=lambda s, h: _transaction.fetch_artifact(s, h, "/tmp")).run()
+    apply("active", "1.0.0")
+    apply("active", "1.1.0")
+    open(flag, "w").close()  # from now on every version of flaky is unhealthy
+    with pytest.raises(SoftwareError) as info:
+        apply("rolled_back")
+    error = info.value
+    assert (error.phase, error.reverted, error.changed, error.rc, error.stderr) == (
+        "rollback_health_check", False, True, 3, "broken\n")
+    assert error.msg == ("Rolled back flaky 1.1.0 to 1.0.0, but then 1.0.0 failed its health check (health check "
+                         "exited 3): 1.0.0 is active and unhealthy, and 1.1.0 is no longer installed")
+    assert os.readlink(os.path.join(env["root"], "opt/esd/flaky/current")) == "releases/1.0.0"
+
+
+@pytest.mark.parametrize("check_mode", [False, True])
+def test_url_without_sha256_fails_alike_in_check_mode_and_for_real(env, check_mode):
+    with pytest.raises(SoftwareError) as info:
+        env["apply"]("active", "1.0.0", src="https://depot-01.example.com/blobs/demo-1.0.0.esdpkg", sha256=None,
+                     check_mode=check_mode)
+    assert (info.value.phase, info.value.msg) == (
+        "arguments", "sha256 is required when src is a URL (https://depot-01.example.com/blobs/demo-1.0.0.esdpkg)")
+    assert not os.path.exists(env["base"])
+
+
+@pytest.mark.parametrize("src,phase,msg", [
+    ("ftp://depot/demo.esdpkg", "arguments",
+     "Unsupported src scheme 'ftp' in ftp://depot/demo.esdpkg (use a path, file://, http:// or https://)"),
+    ("/nonexistent/demo.esdpkg", "fetch", "Failed to fetch /nonexistent/demo.esdpkg: no such file on this host"),
+])
+def test_check_mode_refuses_an_unusable_src_like_a_real_run(env, src, phase, msg):
+    for check_mode in (True, False):
+        with pytest.raises(SoftwareError) as info:
+            env["apply"]("active", "1.0.0", src=src, sha256="ab" * 32, check_mode=check_mode)
+        assert (info.value.phase, info.value.msg) == (phase, msg)
+
+
 def test_rollback_of_first_install_is_refused(env):
     env["apply"]("active", "1.0.0")
     with pytest.raises(SoftwareError, match="it is the first version installed on this host.*Use state=absent"):

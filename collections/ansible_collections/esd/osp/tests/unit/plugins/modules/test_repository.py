@@ -56,6 +56,79 @@ def test_add_and_promote_in_four_steps(env, capsys):
     assert prod["entry"]["test_record"]["id"] == "TR-9"
 
 
+def image(tmp_path, version, family="debian12-base"):
+    path = tmp_path / "images" / ("%s-%s.img" % (family, version))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(("rootfs %s %s" % (family, version)).encode())
+    return str(path)
+
+
+def image_to_production(env, capsys, tmp_path, version, family="debian12-base"):
+    base = dict(path=env["repo"], signing_key=env["keys"])
+    assert run(repository, capsys, src=image(tmp_path, version, family), name=family, version=version, kind="image",
+               **base)["rc"] == 0
+    assert run(repository, capsys, state="promoted", name=family, version=version, channel="test", **base)["rc"] == 0
+    report = tmp_path / ("report-%s-%s.json" % (family, version))
+    report.write_text(json.dumps({"name": family, "version": version, "result": "passed"}))
+    promoted = run(repository, capsys, state="promoted", name=family, version=version, channel="production",
+                   test_report=str(report), **base)
+    assert promoted["rc"] == 0, promoted
+
+
+def test_max_live_images_with_another_state_is_a_change_made_under_the_lock(env, capsys, tmp_path):
+    image_to_production(env, capsys, tmp_path, "2025.10")
+    image_to_production(env, capsys, tmp_path, "2026.01")
+    config = os.path.join(env["repo"], "repository.json")
+    # a promotion that is already done, with a new limit: the limit is the whole change
+    raised = four_steps(repository, capsys, path=env["repo"], state="promoted", name="debian12-base", version="2026.01",
+                        channel="production", signing_key=env["keys"], max_live_images=3)
+    assert raised["actions"] == ["set max_live_images to 3 (was 2)"]
+    assert raised["diff"]["before"].startswith("max_live_images: 2\n")
+    assert raised["diff"]["after"] == ("max_live_images: 3\nbuild: 2025.10, 2026.01\ntest: 2025.10, 2026.01\n"
+                                       "production: 2025.10, 2026.01\n")
+    assert json.load(open(config))["max_live_images"] == 3
+    events = [json.loads(line) for line in open(os.path.join(env["repo"], "log", "events.jsonl"))]
+    assert events[-1]["action"] == "configure" and events[-1]["max_live_images"] == 3
+    # with state=signed, the same
+    lowered = four_steps(repository, capsys, path=env["repo"], state="signed", signing_key=env["keys"], max_live_images=2)
+    assert lowered["actions"] == ["set max_live_images to 2 (was 3)"] and json.load(open(config))["max_live_images"] == 2
+
+    # never below what is live: two images of the family are in production
+    for check in (True, False):
+        refused = run(repository, capsys, path=env["repo"], state="signed", signing_key=env["keys"], max_live_images=1,
+                      _ansible_check_mode=check)
+        assert refused["failed"] and refused["error"] == "RuleError"
+        assert refused["msg"] == (
+            "Failed to sign the channels of in repository %s: cannot set max_live_images to 1: more images than that are "
+            "live in the production channel (family debian12-base: 2025.10, 2026.01); retire the surplus images first"
+            % env["repo"])
+    assert json.load(open(config))["max_live_images"] == 2
+
+    # the change waits for the lock like every other write
+    from ansible_collections.esd.osp.plugins.module_utils import _repository
+    with _repository.Repository(env["repo"]).lock():
+        locked = run(repository, capsys, path=env["repo"], state="signed", signing_key=env["keys"], max_live_images=5)
+    assert locked["failed"] and "is locked by another run (pid %d)" % os.getpid() in locked["msg"]
+    assert json.load(open(config))["max_live_images"] == 2
+
+
+def test_check_mode_promotes_with_the_limit_it_would_set(env, capsys, tmp_path):
+    image_to_production(env, capsys, tmp_path, "2025.10")
+    image_to_production(env, capsys, tmp_path, "2026.01")
+    base = dict(path=env["repo"], signing_key=env["keys"])
+    run(repository, capsys, src=image(tmp_path, "2026.04"), name="debian12-base", version="2026.04", kind="image", **base)
+    run(repository, capsys, state="promoted", name="debian12-base", version="2026.04", channel="test", **base)
+    report = tmp_path / "report-2026.04.json"
+    report.write_text(json.dumps({"name": "debian12-base", "version": "2026.04", "result": "passed"}))
+    third = dict(state="promoted", name="debian12-base", version="2026.04", channel="production", test_report=str(report), **base)
+    refused = run(repository, capsys, **third)
+    assert refused["failed"] and "2 image(s) of family debian12-base are already live there" in refused["msg"]
+    promoted = four_steps(repository, capsys, max_live_images=3, **third)
+    assert promoted["actions"] == ["set max_live_images to 3 (was 2)", "store test record %s (passed)" % promoted["entry"][
+        "test_record"]["id"], "promote debian12-base 2026.04 from test to production"]
+    assert promoted["channels"]["production"] == ["2025.10", "2026.01", "2026.04"]
+
+
 def test_refusals_are_clear_failures(env, capsys):
     run(repository, capsys, path=env["repo"], src=env["artifact"]["path"])
     skip = run(repository, capsys, path=env["repo"], name="payroll-agent", version="2.4.1", channel="production",

@@ -69,3 +69,39 @@ def test_a_refused_download_reports_the_inventory_it_left_alone(tmp_path, capsys
                  sha256="0" * 64, root=root, inventory=True)
     assert result["rc"] == 1 and result["phase"] in ("fetch", "verify")
     assert result["inventory"] == {"before": [], "after": []}
+
+
+def test_a_rollback_left_unhealthy_is_a_changed_failure_not_a_reverted_one(tmp_path, capsys):
+    root = str(tmp_path / "host")
+    health = 'test ! -e "$ESD_ROOT/broken" || exit 3'
+    first, second = artifact(tmp_path, "payroll-agent", "2.4.0", health), artifact(tmp_path, "payroll-agent", "2.4.1", health)
+    for art in (first, second):
+        assert run(capsys, name="payroll-agent", version=art["version"], src=art["path"], sha256=art["sha256"],
+                   root=root)["rc"] == 0
+    (tmp_path / "host" / "broken").write_text("")
+    result = run(capsys, name="payroll-agent", state="rolled_back", root=root)
+    assert (result["rc"], result["phase"], result["reverted"], result["changed"]) == (1, "rollback_health_check", False, True)
+    assert result["msg"] == ("Rolled back payroll-agent 2.4.1 to 2.4.0, but then 2.4.0 failed its health check (health "
+                             "check exited 3): 2.4.0 is active and unhealthy, and 2.4.1 is no longer installed")
+
+
+def test_a_second_rollback_reports_why_nothing_changed_in_check_mode_too(tmp_path, capsys):
+    root = str(tmp_path / "host")
+    first, second = artifact(tmp_path, "payroll-agent", "2.4.0"), artifact(tmp_path, "payroll-agent", "2.4.1")
+    for art in (first, second):
+        run(capsys, name="payroll-agent", version=art["version"], src=art["path"], sha256=art["sha256"], root=root)
+    assert run(capsys, name="payroll-agent", state="rolled_back", root=root)["changed"] is True
+    checked = run(capsys, name="payroll-agent", state="rolled_back", root=root, _ansible_check_mode=True)
+    real = run(capsys, name="payroll-agent", state="rolled_back", root=root)
+    for result in (checked, real):
+        assert (result["rc"], result["changed"], result["active"]) == (0, False, "2.4.0")
+        assert result["msg"].startswith("Nothing to roll back: payroll-agent was rolled back from 2.4.1 to 2.4.0 on ")
+
+
+def test_a_url_without_sha256_fails_the_same_in_check_mode(tmp_path, capsys):
+    url = "http://depot-01.example.com/blobs/payroll-agent-2.4.1.esdpkg"
+    results = [run(capsys, name="payroll-agent", version="2.4.1", src=url, root=str(tmp_path / "host"),
+                   _ansible_check_mode=check_mode) for check_mode in (True, False)]
+    for result in results:
+        assert (result["rc"], result["phase"], result["changed"]) == (1, "arguments", False)
+        assert result["msg"] == "sha256 is required when src is a URL (%s)" % url
