@@ -27,6 +27,9 @@ sys.path.insert(0, os.path.join(REPO, "runner"))
 
 from esd import project  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from test_runner_support import EsdCommands, fleet_environment  # noqa: E402
+
 PACKAGES = os.path.join(REPO, "examples", "packages")
 
 
@@ -85,8 +88,10 @@ def build_artifacts(directory, env):
     return built
 
 
-class RolloutFleet:
+class RolloutFleet(EsdCommands):
     """A generated fleet (inventory, host roots, ledger) and the `esd` command for it."""
+
+    esd_timeout = 1200          # a 100-host rollout
 
     def __init__(self, tmp_path, count, depot=None, prefix="prod"):
         self.base = str(tmp_path)
@@ -97,14 +102,7 @@ class RolloutFleet:
         self.hosts = ["%s-%03d" % (prefix, number) for number in range(1, count + 1)]
         self.depot = depot
         self.host_vars = {}
-        self.env = dict(os.environ)
-        self.env.update(project.ansible_environment(REPO))
-        self.env.update(ESD_DEMO_ROOT=self.root, ESD_LEDGER=self.ledger, ESD_PROJECT_DIR=REPO)
-        self.env["PYTHONPATH"] = os.pathsep.join(
-            [os.path.join(REPO, "runner"), os.path.join(REPO, "collections")]
-            + ([self.env["PYTHONPATH"]] if self.env.get("PYTHONPATH") else []))
-        for name in ("ESD_USER", "ESD_SITE_CONFIG", "ESD_HOME"):
-            self.env.pop(name, None)
+        self.env = fleet_environment(self.root, self.ledger)
         self.write_inventory()
 
     # --- inventory ------------------------------------------------------------------------------
@@ -170,29 +168,6 @@ class RolloutFleet:
         self.playbook("deploy.yml", {"esd_hosts": pattern, "software_name": "hello-agent", "software_version": version,
                                      "software_src": artifact["path"], "software_sha256": artifact["sha256"],
                                      "software_state": "committed"})
-
-    def command(self, *args):
-        return [sys.executable, "-m", "esd.cli", *args]
-
-    def esd(self, *args, user=None, extra_env=None, timeout=1200):
-        env = dict(self.env)
-        if user:
-            env["ESD_USER"] = user
-        env.update(extra_env or {})
-        return subprocess.run(self.command(*args), env=env, capture_output=True, text=True, timeout=timeout,
-                              cwd=REPO, stdin=subprocess.DEVNULL)
-
-    def esd_json(self, *args, expect_rc=0, **kwargs):
-        result = self.esd(*args, "--json", **kwargs)
-        assert result.returncode == expect_rc, (args, result.returncode, result.stdout[-3000:], result.stderr[-3000:])
-        return json.loads(result.stdout)
-
-    def write(self, document, name):
-        os.makedirs(self.change_orders, exist_ok=True)
-        path = os.path.join(self.change_orders, name)
-        with open(path, "w", encoding="utf-8") as handle:
-            yaml.safe_dump(document, handle, sort_keys=False)
-        return path
 
     def change_order(self, change_order_id, type_id, **spec):
         document = {"apiVersion": "esd.osp/v1", "kind": "ChangeOrder",

@@ -23,36 +23,57 @@ DEMO_INVENTORY = os.path.join(REPO, "inventories", "demo")
 PRODUCTION = ["prod-%03d" % number for number in range(1, 25)]
 
 
-class Fleet:
+def fleet_environment(root, ledger):
+    """The environment `esd` and ansible run with for one test fleet: its host roots and ledger, this project's
+    Ansible settings, and nothing of the caller's identity or site configuration."""
+    env = dict(os.environ)
+    env.update(project.ansible_environment(REPO))
+    env.update(ESD_DEMO_ROOT=root, ESD_LEDGER=ledger, ESD_PROJECT_DIR=REPO)
+    env["PYTHONPATH"] = os.pathsep.join([os.path.join(REPO, "runner"), os.path.join(REPO, "collections")]
+                                        + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    for name in ("ESD_USER", "ESD_SITE_CONFIG", "ESD_HOME"):
+        env.pop(name, None)
+    return env
+
+
+class EsdCommands:
+    """`esd` as a user runs it (a subprocess with the fleet's environment) and the change orders it is given.
+    Needs ``env`` and ``change_orders``."""
+
+    esd_timeout = 900
+
+    def command(self, *args):
+        return [sys.executable, "-m", "esd.cli", *args]
+
+    def esd(self, *args, user=None, extra_env=None, timeout=None):
+        env = dict(self.env)
+        if user:
+            env["ESD_USER"] = user
+        env.update(extra_env or {})
+        return subprocess.run(self.command(*args), env=env, capture_output=True, text=True,
+                              timeout=timeout or self.esd_timeout, cwd=REPO, stdin=subprocess.DEVNULL)
+
+    def esd_json(self, *args, expect_rc=0, **kwargs):
+        result = self.esd(*args, "--json", **kwargs)
+        assert result.returncode == expect_rc, (args, result.returncode, result.stdout[-3000:], result.stderr[-3000:])
+        return json.loads(result.stdout)
+
+    def write(self, document, name):
+        os.makedirs(self.change_orders, exist_ok=True)
+        path = os.path.join(self.change_orders, name)
+        with open(path, "w", encoding="utf-8") as handle:
+            yaml.safe_dump(document, handle, sort_keys=False)
+        return path
+
+
+class Fleet(EsdCommands):
     """One test's demo fleet, ledger and `esd` command."""
 
     def __init__(self, tmp_path):
         self.root = str(tmp_path / "fleet")
         self.ledger = str(tmp_path / "ledger")
         self.change_orders = str(tmp_path / "change_orders")
-        self.env = dict(os.environ)
-        self.env.update(project.ansible_environment(REPO))
-        self.env.update(ESD_DEMO_ROOT=self.root, ESD_LEDGER=self.ledger, ESD_PROJECT_DIR=REPO)
-        self.env["PYTHONPATH"] = os.pathsep.join(
-            [os.path.join(REPO, "runner"), os.path.join(REPO, "collections")]
-            + ([self.env["PYTHONPATH"]] if self.env.get("PYTHONPATH") else []))
-        self.env.pop("ESD_USER", None)
-
-    def command(self, *args):
-        return [sys.executable, "-m", "esd.cli", *args]
-
-    def esd(self, *args, user=None, extra_env=None, timeout=900):
-        env = dict(self.env)
-        if user:
-            env["ESD_USER"] = user
-        env.update(extra_env or {})
-        return subprocess.run(self.command(*args), env=env, capture_output=True, text=True, timeout=timeout,
-                              cwd=REPO, stdin=subprocess.DEVNULL)
-
-    def esd_json(self, *args, expect_rc=0, **kwargs):
-        result = self.esd(*args, "--json", **kwargs)
-        assert result.returncode == expect_rc, (args, result.returncode, result.stdout, result.stderr[-3000:])
-        return json.loads(result.stdout)
+        self.env = fleet_environment(self.root, self.ledger)
 
     def seed(self):
         """The estate before the change: hello-agent 1.0.0 committed on the test site and in production."""
@@ -68,13 +89,6 @@ class Fleet:
                 document["spec"].pop(key, None)
             else:
                 document["spec"][key] = value
-        with open(path, "w", encoding="utf-8") as handle:
-            yaml.safe_dump(document, handle, sort_keys=False)
-        return path
-
-    def write(self, document, name):
-        os.makedirs(self.change_orders, exist_ok=True)
-        path = os.path.join(self.change_orders, name)
         with open(path, "w", encoding="utf-8") as handle:
             yaml.safe_dump(document, handle, sort_keys=False)
         return path

@@ -26,6 +26,8 @@ import shutil
 import tempfile
 import zlib
 
+from ansible_collections.esd.osp.plugins.module_utils._fileio import sha256_file
+
 MANIFEST_NAME = "MANIFEST.json"
 MANIFEST_FORMAT = "esd.osp/package/v1"
 ARTIFACT_SUFFIX = ".esdpkg"
@@ -38,14 +40,6 @@ CHUNK = 1024 * 1024
 
 class ArtifactError(Exception):
     """A package spec, artifact or archive member is not acceptable."""
-
-
-def sha256_file(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def artifact_filename(name, version):

@@ -5,8 +5,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
+
+CHUNK = 1024 * 1024
 
 
 def write_atomic(path, data, mode=0o644):
@@ -35,3 +38,12 @@ def write_atomic(path, data, mode=0o644):
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def sha256_file(path):
+    """The sha256 hex digest of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

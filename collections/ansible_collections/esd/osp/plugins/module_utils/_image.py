@@ -49,6 +49,7 @@ import tempfile
 from ansible.module_utils.urls import open_url
 
 from ansible_collections.esd.osp.plugins.module_utils import _sbom
+from ansible_collections.esd.osp.plugins.module_utils._fileio import sha256_file
 
 MANIFEST_FORMAT = "esd.osp/image/v1"
 TOOL = "esd.osp.image"
@@ -96,13 +97,6 @@ class ImageError(Exception):
 
 
 # --- small helpers --------------------------------------------------------------------------------
-
-def sha256_file(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def canonical_json(data):

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import datetime
 import fcntl
-import hashlib
 import json
 import os
 import re
@@ -36,6 +35,8 @@ import tempfile
 import time
 
 from ansible.module_utils.urls import open_url
+
+from ansible_collections.esd.osp.plugins.module_utils._fileio import sha256_file
 
 STATE_FORMAT = "esd.osp/image-node/v1"
 SLOTS = ("a", "b")
@@ -67,14 +68,6 @@ class NodeError(Exception):
 
 def utcnow():
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def sha256_file(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def write_json_atomic(path, data):

@@ -22,13 +22,14 @@ Standard library only; needs the xorriso program (Debian package xorriso).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
 import shutil
 import subprocess
 import tempfile
+
+from ansible_collections.esd.osp.plugins.module_utils._fileio import sha256_file
 
 MEDIA_FORMAT = "esd.osp/media/v1"
 MANIFEST = "MEDIA.json"
@@ -41,14 +42,6 @@ CHUNK = 1024 * 1024
 
 class MediaError(Exception):
     """A medium cannot be built, read or verified."""
-
-
-def sha256_file(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def canonical_json(data):

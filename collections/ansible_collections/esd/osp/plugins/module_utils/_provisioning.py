@@ -26,13 +26,14 @@ Standard library only (PyYAML and jsonschema are used when given by the caller).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
 import shutil
 import subprocess
 import tempfile
+
+from ansible_collections.esd.osp.plugins.module_utils._fileio import sha256_file
 
 FORMAT = "esd.osp/provisioning/v1"
 DEFAULT_NETBOOT = "http://deb.debian.org/debian/dists/bookworm/main/installer-amd64/current/images/netboot/debian-installer/amd64"
@@ -53,14 +54,6 @@ SCHEMA_LOCATIONS = ("/usr/lib/python3/dist-packages/cloudinit/config/schemas/sch
 
 class ProvisioningError(Exception):
     """The provisioning mechanism cannot be generated or is invalid."""
-
-
-def sha256_file(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1024 * 1024), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def canonical_json(data):

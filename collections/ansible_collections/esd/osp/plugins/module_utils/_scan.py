@@ -10,6 +10,8 @@ import os
 import re
 import subprocess
 
+from ansible_collections.esd.osp.plugins.module_utils._fileio import sha256_file
+
 _FOUND = re.compile(r"^(?P<path>.*): (?P<signature>\S+) FOUND$")
 # Where clamscan looks without --database (Debian's clamav package, freshclam's DatabaseDirectory).
 DEFAULT_DATABASE = "/var/lib/clamav"
@@ -50,14 +52,6 @@ def engine_version(version_output):
     return version_output.split("/", 1)[0].strip()
 
 
-def _file_sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1024 * 1024), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def database_digest(database):
     """A sha256 over the signature files of a database (a file, or a directory's signature files).
 
@@ -72,7 +66,7 @@ def database_digest(database):
         files, paths = [os.path.basename(database.rstrip("/"))], [database]
     digest = hashlib.sha256()
     for name, path in zip(files, paths):
-        digest.update(("%s %s\n" % (name, _file_sha256(path))).encode("utf-8", "surrogateescape"))
+        digest.update(("%s %s\n" % (name, sha256_file(path))).encode("utf-8", "surrogateescape"))
     return digest.hexdigest()
 
 

@@ -36,13 +36,6 @@ def no_retry_pause(monkeypatch):
     monkeypatch.setattr(_depot, "RETRY_PAUSE", 0)
 
 
-@pytest.fixture(scope="module")
-def keyring(tmp_path_factory):
-    ring = _signing.Keyring(str(tmp_path_factory.mktemp("keys")))
-    ring.apply("present", [], "keyadmin")
-    return ring
-
-
 @pytest.fixture
 def repo(tmp_path, keyring):
     """A repository with payroll-agent 2.4.1 and 2.5.0 and ledger 1.0 in production."""

@@ -23,13 +23,6 @@ def fixed_epoch(monkeypatch):
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
 
 
-@pytest.fixture(scope="module")
-def keyring(tmp_path_factory):
-    ring = _signing.Keyring(str(tmp_path_factory.mktemp("keys")))
-    ring.apply("present", [], "keyadmin")
-    return ring
-
-
 @pytest.fixture
 def repo(tmp_path, keyring):
     return Repository(str(tmp_path / "repo"), signer=keyring.active_signer(), actor="alice")
