@@ -59,6 +59,38 @@ def validate_version(version, field="version"):
     return version
 
 
+# Directories that hold other software: uninstalling a package removes its install_dir when it is left empty,
+# so a package must have a directory of its own (/opt/hello-agent, /usr/local/payroll), never one of these.
+SYSTEM_DIRS = frozenset((
+    "/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/media", "/mnt", "/opt", "/opt/esd",
+    "/proc", "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/usr/bin", "/usr/include", "/usr/lib",
+    "/usr/lib64", "/usr/libexec", "/usr/local", "/usr/local/bin", "/usr/local/etc", "/usr/local/lib",
+    "/usr/local/sbin", "/usr/local/share", "/usr/sbin", "/usr/share", "/usr/src", "/var", "/var/cache",
+    "/var/cache/esd", "/var/lib", "/var/lib/esd", "/var/lib/esd/software", "/var/log", "/var/opt", "/var/tmp",
+))
+
+
+def validate_install_dir(install_dir, name):
+    """Refuse an install_dir that is not an absolute, normalised directory of the package's own.
+
+    Checked when a package is built, when a target reads an artifact's manifest and for the software
+    module's install_dir: `..` could leave the install root, and a shared system directory could be
+    emptied by an uninstall.
+    """
+    where = "install_dir of %s" % name
+    if not isinstance(install_dir, str) or not install_dir.startswith("/"):
+        raise ArtifactError("%s must be an absolute path, got %r" % (where, install_dir))
+    if ".." in install_dir.split("/"):
+        raise ArtifactError("%s must not contain '..', got %r" % (where, install_dir))
+    normal = "/" + posixpath.normpath(install_dir).lstrip("/")
+    if install_dir != normal:
+        raise ArtifactError("%s must be a normalised path (%s), got %r" % (where, normal, install_dir))
+    if normal in SYSTEM_DIRS:
+        raise ArtifactError("%s must be a directory of its own, not the system directory %s (for example %s)" % (
+            where, normal, posixpath.join("/opt/esd" if normal == "/" else normal, name)))
+    return normal
+
+
 def _str_list(value, field):
     if value is None:
         return []
@@ -93,8 +125,10 @@ def validate_spec(raw, src_dir):
         problems.append("payload directory %s does not exist" % os.path.join(src_dir, payload))
     spec["payload"] = payload
     install_dir = raw.get("install_dir") or "/opt/esd/%s" % spec.get("name", "package")
-    if not isinstance(install_dir, str) or not install_dir.startswith("/") or ".." in install_dir.split("/"):
-        problems.append("install_dir must be an absolute path without '..', got %r" % (install_dir,))
+    try:
+        validate_install_dir(install_dir, spec.get("name") or raw.get("name") or "the package")
+    except ArtifactError as exc:
+        problems.append(str(exc))
     spec["install_dir"] = install_dir
     hooks = raw.get("hooks") or {}
     spec["hooks"] = {}
@@ -357,6 +391,10 @@ def read_manifest(path):
     for key in ("name", "version", "files", "install_dir"):
         if key not in manifest:
             raise ArtifactError("%s manifest lacks %r" % (path, key))
+    try:
+        validate_install_dir(manifest["install_dir"], manifest["name"])
+    except ArtifactError as exc:
+        raise ArtifactError("%s manifest: %s" % (path, exc))
     return manifest
 
 

@@ -332,3 +332,51 @@ def test_extract_lays_out_payload_hooks_and_manifest(tmp_path):
     assert os.stat(str(release / "bin" / "tool")).st_mode & 0o777 == 0o755
     assert os.access(str(release / ".esd" / "hooks" / "health_check"), os.X_OK)
     assert json.loads((release / ".esd" / "manifest.json").read_text())["version"] == "1.0.0"
+
+
+@pytest.mark.parametrize("install_dir,problem", [
+    ("/opt/hello-agent", None),
+    ("/usr/local/payroll", None),
+    ("/", "install_dir of demo must be a directory of its own, not the system directory / (for example /opt/esd/demo)"),
+    ("/usr/local", "install_dir of demo must be a directory of its own, not the system directory /usr/local (for "
+     "example /usr/local/demo)"),
+    ("/opt", "install_dir of demo must be a directory of its own, not the system directory /opt (for example "
+     "/opt/demo)"),
+    ("/etc", "install_dir of demo must be a directory of its own, not the system directory /etc (for example "
+     "/etc/demo)"),
+    ("/../..", "install_dir of demo must not contain '..', got '/../..'"),
+    ("/opt/demo/../../etc", "install_dir of demo must not contain '..', got '/opt/demo/../../etc'"),
+    ("opt/demo", "install_dir of demo must be an absolute path, got 'opt/demo'"),
+    ("/opt//demo/", "install_dir of demo must be a normalised path (/opt/demo), got '/opt//demo/'"),
+    ("/opt/./demo", "install_dir of demo must be a normalised path (/opt/demo), got '/opt/./demo'"),
+])
+def test_install_dir_must_be_a_normalised_directory_of_the_packages_own(tmp_path, install_dir, problem):
+    src = write_source(tmp_path, name="demo", extra_spec="install_dir: %s\n" % install_dir)
+    if problem is None:
+        assert build(src, str(tmp_path / "out"))["manifest"]["install_dir"] == install_dir
+        return
+    with pytest.raises(_artifact.ArtifactError) as info:
+        build(src, str(tmp_path / "out"))
+    assert str(info.value) == "Invalid package.yml in %s: %s" % (src, problem)
+    assert not (tmp_path / "out").exists() or os.listdir(str(tmp_path / "out")) == []
+
+
+@pytest.mark.parametrize("install_dir,problem", [
+    ("/../..", "install_dir of evil must not contain '..', got '/../..'"),
+    ("/usr", "install_dir of evil must be a directory of its own, not the system directory /usr (for example "
+     "/usr/evil)"),
+])
+def test_a_manifest_with_an_unusable_install_dir_is_refused(tmp_path, install_dir, problem):
+    archive = hostile_archive(str(tmp_path / "evil.esdpkg"), [])
+    rewritten = str(tmp_path / "rewritten.esdpkg")
+    with tarfile.open(archive, "r:gz") as tar:
+        manifest = json.loads(tar.extractfile("MANIFEST.json").read().decode("utf-8"))
+    manifest["install_dir"] = install_dir
+    data = json.dumps(manifest).encode()
+    with tarfile.open(rewritten, "w:gz") as tar:
+        info = tarfile.TarInfo("MANIFEST.json")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    with pytest.raises(_artifact.ArtifactError) as info:
+        _artifact.read_manifest(rewritten)
+    assert str(info.value) == "%s manifest: %s" % (rewritten, problem)
