@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import re
+import signal
 import subprocess
 import tempfile
 
@@ -159,7 +160,16 @@ def check_requirement(root, requirement):
 
 
 class HookRunner(object):
-    """Runs a release's hooks with a timeout and the ESD_* environment; raises SoftwareError on failure."""
+    """Runs a release's hooks with a timeout and the ESD_* environment; raises SoftwareError on failure.
+
+    The error's message says what the hook did ("post_activate hook exited 4 (see stderr)"); the caller puts
+    the package, version and step in front of it. Each hook runs in a session of its own, so that a hook
+    that times out is stopped together with every process it started.
+    """
+
+    # After the hook's process group is killed, how long to wait for its pipes to close (a process that left
+    # the group, with setsid, may still hold them).
+    DRAIN_SECONDS = 5
 
     def __init__(self, name, root, install_dir_real, hook_timeout, health_check_timeout):
         self.name = name
@@ -179,19 +189,46 @@ class HookRunner(object):
             "ESD_ROOT": self.root or "/", "ESD_INSTALL_DIR": self.install_dir_real,
             "ESD_RELEASE_DIR": release_dir, "ESD_PREVIOUS_VERSION": previous or "",
         })
+        what = "health check" if hook == "health_check" else "%s hook" % hook
         try:
-            proc = subprocess.run([path], cwd=release_dir, env=env, stdin=subprocess.DEVNULL,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout, check=False)
-        except subprocess.TimeoutExpired as exc:
-            raise SoftwareError("%s hook of %s %s timed out after %ss" % (hook, self.name, version, timeout), hook,
-                                stdout=_text(exc.stdout), stderr=_text(exc.stderr))
+            proc = subprocess.Popen([path], cwd=release_dir, env=env, stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
         except OSError as exc:
-            raise SoftwareError("%s hook of %s %s could not be started: %s" % (hook, self.name, version, exc), hook)
+            raise SoftwareError("%s could not be started: %s" % (what, exc), hook)
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            stdout, stderr = self._stop(proc)
+            raise _hook_error("%s timed out after %ss and was stopped with the processes it started" % (
+                what, timeout), hook, None, stdout, stderr)
+        except BaseException:
+            self._stop(proc)
+            raise
         if proc.returncode != 0:
-            what = "health check" if hook == "health_check" else "%s hook" % hook
-            raise SoftwareError("%s exited %d" % (what, proc.returncode), hook, rc=proc.returncode,
-                                stdout=_text(proc.stdout), stderr=_text(proc.stderr))
+            raise _hook_error("%s exited %d" % (what, proc.returncode), hook, proc.returncode, stdout, stderr)
         return proc
+
+    def _stop(self, proc):
+        """Kill the hook's whole process group and collect what it wrote."""
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except OSError:
+            pass  # the group is gone already
+        try:
+            return proc.communicate(timeout=self.DRAIN_SECONDS)
+        except subprocess.TimeoutExpired:
+            for pipe in (proc.stdout, proc.stderr):
+                pipe.close()
+            proc.wait()
+            return b"", b""
+
+
+def _hook_error(reason, hook, rc, stdout, stderr):
+    stdout, stderr = _text(stdout), _text(stderr)
+    error = SoftwareError("%s%s" % (reason, " (see stderr)" if stderr.strip() else ""), hook, rc=rc,
+                          stdout=stdout, stderr=stderr)
+    error.reason = reason
+    return error
 
 
 def _text(data):
@@ -370,9 +407,10 @@ class SoftwareManager(object):
                 self.hooks.run("health_check", previous, self.release_dir(previous), active)
             except SoftwareError as exc:
                 # not reverted: the host did not return to where it started (it stays rolled back, unhealthy)
-                exc.msg = "Rolled back %s %s to %s, but then %s failed its health check (%s): %s is active and " \
+                exc.msg = "Rolled back %s %s to %s, but then %s failed its health check (%s%s): %s is active and " \
                     "unhealthy, and %s is no longer installed" % (
-                        self.name, active, previous, previous, exc.msg, previous, active)
+                        self.name, active, previous, previous, getattr(exc, "reason", exc.msg),
+                        "; see stderr" if exc.stderr.strip() else "", previous, active)
                 exc.phase = "rollback_health_check"
                 exc.reverted = False
                 exc.changed = True
@@ -471,7 +509,7 @@ class SoftwareManager(object):
             self.hooks.run("post_install", version, release, self.state["active"])
         except SoftwareError as exc:
             _artifact.remove_tree(release)
-            exc.msg = "Failed to install %s %s: %s (the unpacked release was removed)" % (self.name, version, exc.msg)
+            exc.msg = "Failed to install %s %s: %s; the unpacked release was removed" % (self.name, version, exc.msg)
             exc.reverted = True
             raise
         self.state["install_dir"] = self.install_dir

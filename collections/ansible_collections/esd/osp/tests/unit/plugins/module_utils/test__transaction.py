@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import pytest
 
@@ -93,7 +94,7 @@ def test_failed_health_check_reverts_to_previous_version(env):
         env["apply"]("active", "1.2.0")
     error = info.value
     assert error.phase == "health_check" and error.rc == 3 and error.reverted
-    assert error.msg == "Failed to activate demo 1.2.0: health check exited 3; reverted to 1.1.0"
+    assert error.msg == "Failed to activate demo 1.2.0: health check exited 3 (see stderr); reverted to 1.1.0"
     assert error.stdout == "probing\n" and error.stderr == "port closed\n"
     assert current(env) == "releases/1.1.0" and releases(env) == ["1.1.0"]
     recorded = state_file(env)
@@ -203,7 +204,7 @@ def test_rollback_whose_previous_version_is_unhealthy_is_not_reported_as_reverte
     assert (error.phase, error.reverted, error.changed, error.rc, error.stderr) == (
         "rollback_health_check", False, True, 3, "broken\n")
     assert error.msg == ("Rolled back flaky 1.1.0 to 1.0.0, but then 1.0.0 failed its health check (health check "
-                         "exited 3): 1.0.0 is active and unhealthy, and 1.1.0 is no longer installed")
+                         "exited 3; see stderr): 1.0.0 is active and unhealthy, and 1.1.0 is no longer installed")
     assert os.readlink(os.path.join(env["root"], "opt/esd/flaky/current")) == "releases/1.0.0"
 
 
@@ -381,3 +382,114 @@ def test_http_not_found_and_unreachable_are_fetch_failures(env, http_server, tmp
     with pytest.raises(SoftwareError) as info:
         _transaction.fetch_artifact("http://127.0.0.1:9/x.esdpkg", "ab" * 32, str(tmp_path / "dl"), open_url=open_url, timeout=5)
     assert info.value.phase == "fetch" and info.value.msg.startswith("Failed to fetch http://127.0.0.1:9/x.esdpkg:")
+
+
+# --- hooks, uninstall, install_dir, commit and rollback edge cases --------------------------------
+
+# Every hook of a `hooky` package fails (exit 4, a line on stderr) while the file fail-<phase>-<version> exists in
+# the root, and records each run in hooks.log.
+FLAGGED_HOOK = ('echo "$ESD_PHASE $ESD_VERSION" >> "$ESD_ROOT/hooks.log"; '
+                'test ! -e "$ESD_ROOT/fail-$ESD_PHASE-$ESD_VERSION" || { echo "$ESD_PHASE refused" >&2; exit 4; }')
+ALL_HOOKS = ("pre_install", "post_install", "pre_activate", "post_activate", "pre_remove", "health_check")
+
+
+@pytest.fixture
+def host(tmp_path, monkeypatch):
+    """A host root plus `package` (build an artifact with the given hooks/spec) and `apply` (run a transition)."""
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    root = tmp_path / "host"
+    root.mkdir()
+    arts = {}
+
+    def package(name, version, hooks=None, extra_spec=""):
+        src = write_source(tmp_path / ("%s-%s" % (name, version)), name=name, version=version,
+                           hooks=hooks or {}, extra_spec=extra_spec)
+        arts[(name, version)] = build(src, str(tmp_path / "out"))
+        return arts[(name, version)]
+
+    def apply(name, state, version=None, check_mode=False, **kwargs):
+        art = arts.get((name, version)) or {}
+        kwargs.setdefault("src", art.get("path"))
+        kwargs.setdefault("sha256", art.get("sha256"))
+        return SoftwareManager(name, state, version=version, root=str(root), check_mode=check_mode,
+                               fetch=lambda s, h: _transaction.fetch_artifact(s, h, str(root / "dl")), **kwargs).run()
+
+    def fail(phase, version):
+        (root / ("fail-%s-%s" % (phase, version))).write_text("")
+
+    class Host(object):
+        pass
+    result = Host()
+    result.root, result.package, result.apply, result.fail = root, package, apply, fail
+    return result
+
+
+def hooky(host, *versions, extra_spec=""):
+    for version in versions:
+        host.package("hooky", version, hooks=dict((hook, FLAGGED_HOOK) for hook in ALL_HOOKS), extra_spec=extra_spec)
+
+
+def recorded(host, name="hooky"):
+    return _transaction.load_state(str(host.root), name)
+
+
+@pytest.mark.parametrize("phase,steps,message,left", [
+    ("pre_install", [], "Failed to install hooky 1.0.0: pre_install hook exited 4 (see stderr); the unpacked "
+     "release was removed", (None, [])),
+    ("post_install", [], "Failed to install hooky 1.0.0: post_install hook exited 4 (see stderr); the unpacked "
+     "release was removed", (None, [])),
+    ("pre_activate", [("active", "0.9.0")], "Failed to activate hooky 1.0.0: pre_activate hook exited 4 (see stderr); "
+     "0.9.0 is still active", ("0.9.0", ["0.9.0"])),
+    ("post_activate", [("active", "0.9.0")], "Failed to activate hooky 1.0.0: post_activate hook exited 4 (see "
+     "stderr); reverted to 0.9.0", ("0.9.0", ["0.9.0"])),
+    ("health_check", [("active", "0.9.0")], "Failed to activate hooky 1.0.0: health check exited 4 (see stderr); "
+     "reverted to 0.9.0", ("0.9.0", ["0.9.0"])),
+])
+def test_a_failing_install_or_activation_hook_is_named_and_reverted(host, phase, steps, message, left):
+    hooky(host, "0.9.0", "1.0.0")
+    for state, version in steps:
+        host.apply("hooky", state, version)
+    host.fail(phase, "1.0.0")
+    with pytest.raises(SoftwareError) as info:
+        host.apply("hooky", "active", "1.0.0")
+    error = info.value
+    assert (error.phase, error.rc, error.reverted, error.msg) == (phase, 4, True, message)
+    assert error.stderr == "%s refused\n" % phase
+    state = recorded(host)
+    assert (state["active"], sorted(state["versions"])) == left
+    assert sorted(os.listdir(str(host.root / "opt/esd/hooky/releases"))) == left[1]
+
+
+def running(pid):
+    """Whether process `pid` still runs (a zombie waiting for its parent to reap it does not)."""
+    try:
+        with open("/proc/%d/stat" % pid) as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+# The hook starts a child that outlives it (its output detached, so nothing waits for it), then sleeps past the timeout.
+SLOW_HOOK = 'sleep 120 >/dev/null 2>&1 & echo $! > "$ESD_ROOT/child.pid"; echo started; sleep 120'
+
+
+@pytest.mark.parametrize("hook,timeouts,message", [
+    ("pre_install", {"hook_timeout": 1}, "Failed to install slow 1.0.0: pre_install hook timed out after 1s and was "
+     "stopped with the processes it started; the unpacked release was removed"),
+    ("health_check", {"health_check_timeout": 1}, "Failed to activate slow 1.0.0: health check timed out after 1s and "
+     "was stopped with the processes it started; reverted to no active version"),
+])
+def test_a_hook_that_times_out_is_stopped_with_the_processes_it_started(host, hook, timeouts, message):
+    host.package("slow", "1.0.0", hooks={hook: SLOW_HOOK})
+    with pytest.raises(SoftwareError) as info:
+        host.apply("slow", "active", "1.0.0", **timeouts)
+    error = info.value
+    assert (error.phase, error.rc, error.reverted, error.msg, error.stdout) == (hook, None, True, message, "started\n")
+    child = int((host.root / "child.pid").read_text())
+    for dummy in range(100):  # SIGKILL is delivered at once, but the process takes a moment to go
+        if not running(child):
+            break
+        time.sleep(0.05)
+    assert not running(child)
+    assert recorded(host, "slow")["versions"] == {}
+    assert os.listdir(str(host.root / "opt/esd/slow/releases")) == []
