@@ -105,6 +105,9 @@ ROLLBACK_PHASES = {
 MANUAL_PHASES = {
     "arguments": "invalid arguments",
     "requires": "a prerequisite is missing",
+    "conflict": "the install directory belongs to another package",
+    "state": "the package's state file is unusable",
+    "pre_remove": "pre_remove hook failed, nothing was removed",
     "io": "I/O error on the endpoint",
     "rollback": "rollback refused",
     "commit": "commit refused",

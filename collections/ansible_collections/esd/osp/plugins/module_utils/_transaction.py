@@ -8,9 +8,13 @@ Layout under ``<root><install_dir>`` (install_dir defaults to the package's own,
     releases/<version>/        unpacked payload; .esd/manifest.json and .esd/hooks/* beside it
     current -> releases/<v>    the active version, swapped atomically (symlink + rename)
 
-and one state file per package, ``<root>/var/lib/esd/software/<name>.json``, recording the installed
-versions, the active one, its backups (previous active versions kept for rollback, newest first),
-the committed version and a history of transitions.
+and one state file per package, ``<root>/var/lib/esd/software/<name>.json``, recording the install_dir,
+the installed versions, the active one, its backups (previous active versions kept for rollback, newest
+first), the committed version and a history of transitions.
+
+A package owns ``releases/<version>`` of its recorded versions, the ``current`` link and its state file;
+nothing else in its install_dir. An uninstall removes what it owns (the state file stays, as the package's
+history) and the install_dir only when that leaves it empty; two packages cannot share one install_dir.
 
 Standard library + ansible.module_utils only: this runs on targets.
 """
@@ -22,6 +26,7 @@ import fcntl
 import hashlib
 import json
 import os
+import posixpath
 import re
 import signal
 import subprocess
@@ -56,9 +61,11 @@ class SoftwareError(Exception):
 
 
 def join_root(root, path):
+    """`path` inside `root`; `..` components never lead out of `root` (they stop at it, like at /)."""
     if not root:
         return path
-    return os.path.join(root, path.lstrip("/"))
+    inside = posixpath.normpath("/" + path).lstrip("/")
+    return os.path.join(root, inside) if inside else root
 
 
 def utcnow():
@@ -95,6 +102,26 @@ def list_states(root):
         return []
     names = sorted(entry[:-5] for entry in os.listdir(directory) if entry.endswith(".json") and not entry.startswith("."))
     return [load_state(root, name) for name in names]
+
+
+def install_dir_owner(root, name, install_dir):
+    """The state of another package that has versions installed in `install_dir` under root, if any.
+
+    State files that cannot be read are skipped here: they are reported when their own package is managed.
+    """
+    directory = join_root(root, STATE_DIR)
+    if not os.path.isdir(directory):
+        return None
+    for entry in sorted(os.listdir(directory)):
+        if not entry.endswith(".json") or entry.startswith(".") or entry[:-5] == name:
+            continue
+        try:
+            other = load_state(root, entry[:-5])
+        except SoftwareError:
+            continue
+        if other.get("install_dir") == install_dir and (other.get("versions") or other.get("active")):
+            return other
+    return None
 
 
 def summarise(state):
@@ -252,7 +279,7 @@ class SoftwareManager(object):
         self.src = src
         self.sha256 = sha256.lower() if sha256 else None
         self.root = root or ""
-        self.requested_install_dir = install_dir
+        self.requested_install_dir = _artifact.validate_install_dir(install_dir, self.name) if install_dir else None
         self.keep = keep
         self.health_check_timeout = health_check_timeout
         self.hook_timeout = hook_timeout
@@ -275,8 +302,12 @@ class SoftwareManager(object):
     def base(self):
         return join_root(self.root, self.install_dir)
 
+    @property
+    def releases_dir(self):
+        return os.path.join(self.base, "releases")
+
     def release_dir(self, version):
-        return os.path.join(self.base, "releases", version)
+        return os.path.join(self.releases_dir, version)
 
     @property
     def current_link(self):
@@ -300,6 +331,11 @@ class SoftwareManager(object):
 
     def _run_locked(self):
         self.state = load_state(self.root, self.name)
+        if self.state.get("install_dir"):
+            try:
+                _artifact.validate_install_dir(self.state["install_dir"], self.name)
+            except _artifact.ArtifactError as exc:
+                raise SoftwareError("State file %s of %s is not usable: %s" % (self.state_path, self.name, exc), "state")
         self.before = summarise(self.state)
         getattr(self, "_ensure_" + self.wanted)()
         return self.result()
@@ -447,15 +483,40 @@ class SoftwareManager(object):
                 self.state["backups"].remove(self.version)
             self._record("remove", self.version)
             return
-        if not self.state["versions"] and active is None and not os.path.lexists(self.base):
+        if not self.state["versions"] and active is None and not os.path.islink(self.current_link):
             return
         self._do("uninstall %s" % (", ".join(sorted(self.state["versions"])) or self.name))
         if not self.check_mode:
             if active:
-                self.hooks.run("pre_remove", active, self.release_dir(active))
-            _artifact.remove_tree(self.base)
+                try:
+                    self.hooks.run("pre_remove", active, self.release_dir(active))
+                except SoftwareError as exc:
+                    exc.msg = "Failed to uninstall %s %s: %s; nothing was removed" % (self.name, active, exc.msg)
+                    raise
+            self._remove_owned()
         self.state.update({"versions": {}, "active": None, "backups": [], "committed": None})
         self._record("remove", active)
+
+    def _remove_owned(self):
+        """Remove what the package owns in its install_dir, then the install_dir if that left it empty.
+
+        Anything else there (another tool's files, data the package's service wrote) is kept: the install_dir
+        may be shared with things that are not the package's, and an uninstall must not take them along.
+        """
+        if os.path.islink(self.current_link):
+            os.unlink(self.current_link)
+        if os.path.isdir(self.base):
+            for entry in os.listdir(self.base):  # left by a swap that was interrupted
+                path = os.path.join(self.base, entry)
+                if entry.startswith("current.tmp-") and os.path.islink(path):
+                    os.unlink(path)
+        for version in sorted(self.state["versions"]):
+            _artifact.remove_tree(self.release_dir(version))
+        for directory in (self.releases_dir, self.base):
+            try:
+                os.rmdir(directory)
+            except OSError:
+                pass  # not empty (or not there): what is left is not the package's
 
     # --- building blocks -----------------------------------------------------------------------
     @property
@@ -476,10 +537,12 @@ class SoftwareManager(object):
             raise SoftwareError("%s %s is not installed and no src was given to install it from" % (self.name, version), "fetch")
         # what a real run refuses before fetching, check mode refuses too (it never fetches)
         check_src(self.src, self.sha256)
-        self._do("install %s" % version)
         if self.check_mode:
+            self._check_install_dir_free(version)
+            self._do("install %s" % version)
             self.state["versions"][version] = {"sha256": self.sha256, "installed": None}
             return True
+        self._do("install %s" % version)
         artifact, digest = self.fetch(self.src, self.sha256)
         try:
             manifest = _artifact.read_manifest(artifact)
@@ -489,6 +552,7 @@ class SoftwareManager(object):
             raise SoftwareError("Failed to install %s %s: the artifact at %s is %s %s" % (
                 self.name, version, self.src, manifest["name"], manifest["version"]), "verify")
         self._manifest = manifest
+        self._check_install_dir_free(version)
         for requirement in manifest.get("requires") or []:
             problem = check_requirement(self.root, requirement)
             if problem:
@@ -517,6 +581,16 @@ class SoftwareManager(object):
                                            "builder": (manifest.get("build") or {}).get("builder")}
         self._record("install", version)
         return True
+
+    def _check_install_dir_free(self, version):
+        """Refuse to install into an install_dir where another package has versions: its uninstall, or ours,
+        would remove the other's releases and current link."""
+        owner = install_dir_owner(self.root, self.name, self.install_dir)
+        if owner is not None:
+            raise SoftwareError(
+                "Cannot install %s %s into %s: that install_dir belongs to %s (installed: %s). Give %s an install_dir "
+                "of its own." % (self.name, version, self.install_dir, owner["name"],
+                                 ", ".join(sorted(owner.get("versions") or {})) or "none", self.name), "conflict")
 
     def _activate(self, version, newly_installed):
         previous = self.state["active"]

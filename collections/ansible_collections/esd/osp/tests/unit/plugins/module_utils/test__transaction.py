@@ -4,8 +4,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import tarfile
 import time
 
 import pytest
@@ -37,6 +39,20 @@ def env(tmp_path, monkeypatch):
                                   **kwargs)
         return manager.run()
     return {"apply": apply, "root": root, "arts": arts, "base": os.path.join(root, "opt/esd/demo")}
+
+
+def rewrite_install_dir(path, install_dir):
+    """Rewrite the artifact at path so that its manifest names install_dir (as a tampered or old builder would)."""
+    with tarfile.open(path, "r:gz") as tar:
+        members = [(info, tar.extractfile(info).read() if info.isfile() else None) for info in tar.getmembers()]
+    with tarfile.open(path, "w:gz") as tar:
+        for info, data in members:
+            if info.name == "MANIFEST.json":
+                manifest = json.loads(data.decode("utf-8"))
+                manifest["install_dir"] = install_dir
+                data = json.dumps(manifest).encode("utf-8")
+                info.size = len(data)
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
 
 
 def current(env):
@@ -433,6 +449,135 @@ def recorded(host, name="hooky"):
     return _transaction.load_state(str(host.root), name)
 
 
+def tree(path):
+    return sorted((os.path.relpath(d, str(path)), sorted(dirs), sorted(files)) for d, dirs, files in os.walk(str(path)))
+
+
+def outside_of(path_or_tree, inner):
+    """The tree of path without the subtree `inner` (a root the test lets the module write in)."""
+    entries = tree(path_or_tree) if not isinstance(path_or_tree, list) else path_or_tree
+    return [entry for entry in entries if entry[0] != inner and not entry[0].startswith(inner + "/")]
+
+
+def test_uninstall_removes_what_the_package_owns_and_keeps_the_rest_of_its_install_dir(host):
+    for version in ("1.0.0", "1.1.0", "1.2.0"):
+        host.package("demo", version, extra_spec="install_dir: /srv/tools\n")
+    base = host.root / "srv" / "tools"
+    (base / "bin").mkdir(parents=True)
+    (base / "bin" / "other-tool").write_text("#!/bin/sh\necho not demo's\n")
+    (base / "notes.txt").write_text("kept\n")
+    host.apply("demo", "active", "1.0.0")
+    host.apply("demo", "active", "1.1.0")
+    host.apply("demo", "present", "1.2.0")
+    assert sorted(os.listdir(str(base))) == ["bin", "current", "notes.txt", "releases"]
+
+    snapshot = tree(host.root)
+    predicted = host.apply("demo", "absent", check_mode=True)
+    assert tree(host.root) == snapshot
+    result = host.apply("demo", "absent")
+    assert predicted["actions"] == result["actions"] == ["uninstall 1.0.0, 1.1.0, 1.2.0"]
+    assert sorted(os.listdir(str(base))) == ["bin", "notes.txt"]
+    assert (base / "bin" / "other-tool").read_text() == "#!/bin/sh\necho not demo's\n"
+    state = recorded(host, "demo")  # the state file stays, with the history, and says the package is absent
+    assert (state["versions"], state["active"], state["backups"], state["committed"]) == ({}, None, [], None)
+    assert state["history"][-1]["action"] == "remove"
+    assert host.apply("demo", "absent")["changed"] is False
+    assert host.apply("demo", "absent", check_mode=True)["changed"] is False
+
+
+def test_uninstall_removes_the_install_dir_it_leaves_empty_but_not_its_parent(host):
+    host.package("demo", "1.0.0", extra_spec="install_dir: /opt/hello-agent\n")
+    (host.root / "opt" / "other").mkdir(parents=True)
+    host.apply("demo", "active", "1.0.0")
+    host.apply("demo", "absent")
+    assert os.listdir(str(host.root / "opt")) == ["other"]
+
+
+def test_a_system_directory_in_the_manifest_is_refused_on_the_target_and_its_files_survive(host, tmp_path):
+    """A package built before install_dir was checked (or by a tampered builder) names /usr/local."""
+    art = host.package("demo", "1.0.0")
+    rewrite_install_dir(art["path"], "/usr/local")
+    other = host.root / "usr" / "local" / "bin" / "other-tool"
+    other.parent.mkdir(parents=True)
+    other.write_text("other\n")
+    with pytest.raises(SoftwareError) as info:
+        host.apply("demo", "active", "1.0.0", sha256=None)
+    assert info.value.phase == "verify"
+    assert info.value.msg == ("Failed to install demo 1.0.0: %s manifest: install_dir of demo must be a directory of its "
+                              "own, not the system directory /usr/local (for example /usr/local/demo)" % art["path"])
+    assert host.apply("demo", "absent")["changed"] is False
+    assert other.read_text() == "other\n" and sorted(os.listdir(str(host.root / "usr" / "local"))) == ["bin"]
+
+
+def test_an_install_dir_escaping_the_root_in_the_manifest_writes_nothing_outside(tmp_path, monkeypatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    art = build(write_source(tmp_path, name="demo", version="1.0.0"), str(tmp_path / "out"))
+    rewrite_install_dir(art["path"], "/../..")
+    outside = tmp_path / "a"
+    root = outside / "b" / "host"
+    root.mkdir(parents=True)
+    (outside / "sentinel").write_text("")
+    before = tree(outside)
+    with pytest.raises(SoftwareError) as info:
+        SoftwareManager("demo", "active", version="1.0.0", src=art["path"], root=str(root),
+                        fetch=lambda s, h: _transaction.fetch_artifact(s, h, "/nonexistent")).run()
+    assert (info.value.phase, info.value.msg) == ("verify", "Failed to install demo 1.0.0: %s manifest: install_dir of "
+                                                  "demo must not contain '..', got '/../..'" % art["path"])
+    assert outside_of(outside, "b/host") == outside_of(before, "b/host")
+    assert tree(root) == [(".", ["var"], []), ("var", ["lib"], []), ("var/lib", ["esd"], []),
+                          ("var/lib/esd", ["software"], []), ("var/lib/esd/software", [], [".demo.lock"])]
+
+
+def test_a_state_file_naming_an_install_dir_outside_the_root_is_refused_before_anything_is_removed(tmp_path, monkeypatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    art = build(write_source(tmp_path, name="demo", version="1.0.0"), str(tmp_path / "out"))
+    outside = tmp_path / "a"
+    root = outside / "b" / "host"
+    root.mkdir(parents=True)
+    (outside / "sentinel").write_text("")
+
+    def apply(state, **kwargs):
+        return SoftwareManager("demo", state, root=str(root), sha256=art["sha256"],
+                               fetch=lambda s, h: _transaction.fetch_artifact(s, h, "/nonexistent"), **kwargs).run()
+    apply("active", version="1.0.0", src=art["path"])
+    path = root / "var/lib/esd/software/demo.json"
+    state = json.loads(path.read_text())
+    state["install_dir"] = "/../.."
+    path.write_text(json.dumps(state))
+    before = tree(outside)
+    with pytest.raises(SoftwareError) as info:
+        apply("absent")
+    assert (info.value.phase, info.value.msg) == ("state", "State file %s of demo is not usable: install_dir of demo "
+                                                  "must not contain '..', got '/../..'" % path)
+    assert tree(outside) == before
+
+
+def test_join_root_never_leaves_the_root():
+    assert _transaction.join_root("/srv/fleet/h1", "/../../etc") == "/srv/fleet/h1/etc"
+    assert _transaction.join_root("/srv/fleet/h1", "/..") == "/srv/fleet/h1"
+    assert _transaction.join_root("/srv/fleet/h1", "/opt/esd/demo") == "/srv/fleet/h1/opt/esd/demo"
+    assert _transaction.join_root("", "/opt/esd/demo") == "/opt/esd/demo"
+
+
+def test_a_second_package_in_the_same_install_dir_is_refused_naming_the_owner(host):
+    host.package("demo", "1.0.0", extra_spec="install_dir: /srv/shared\n")
+    host.package("other", "2.0.0", extra_spec="install_dir: /srv/shared\n")
+    host.apply("demo", "active", "1.0.0")
+    message = ("Cannot install other 2.0.0 into /srv/shared: that install_dir belongs to demo (installed: 1.0.0). "
+               "Give other an install_dir of its own.")
+    with pytest.raises(SoftwareError) as info:
+        host.apply("other", "active", "2.0.0")  # install_dir from the artifact's manifest
+    assert (info.value.phase, info.value.msg) == ("conflict", message)
+    for check_mode in (True, False):  # install_dir as an argument: check mode refuses it alike
+        with pytest.raises(SoftwareError) as info:
+            host.apply("other", "active", "2.0.0", install_dir="/srv/shared", check_mode=check_mode)
+        assert (info.value.phase, info.value.msg) == ("conflict", message)
+    assert os.listdir(str(host.root / "srv" / "shared" / "releases")) == ["1.0.0"]
+    assert not os.path.exists(str(host.root / "var/lib/esd/software/other.json"))
+    host.apply("demo", "absent")  # once demo is gone, the directory is free
+    assert host.apply("other", "active", "2.0.0")["active"] == "2.0.0"
+
+
 @pytest.mark.parametrize("phase,steps,message,left", [
     ("pre_install", [], "Failed to install hooky 1.0.0: pre_install hook exited 4 (see stderr); the unpacked "
      "release was removed", (None, [])),
@@ -458,6 +603,19 @@ def test_a_failing_install_or_activation_hook_is_named_and_reverted(host, phase,
     state = recorded(host)
     assert (state["active"], sorted(state["versions"])) == left
     assert sorted(os.listdir(str(host.root / "opt/esd/hooky/releases"))) == left[1]
+
+
+def test_a_failing_pre_remove_hook_removes_nothing(host):
+    hooky(host, "1.0.0")
+    host.apply("hooky", "active", "1.0.0")
+    snapshot = tree(host.root / "opt"), recorded(host)
+    host.fail("pre_remove", "1.0.0")
+    with pytest.raises(SoftwareError) as info:
+        host.apply("hooky", "absent")
+    assert (info.value.phase, info.value.rc, info.value.reverted, info.value.changed, info.value.msg) == (
+        "pre_remove", 4, False, False,
+        "Failed to uninstall hooky 1.0.0: pre_remove hook exited 4 (see stderr); nothing was removed")
+    assert (tree(host.root / "opt"), recorded(host)) == snapshot
 
 
 def running(pid):

@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from ansible_collections.esd.osp.plugins.modules import software
@@ -105,3 +107,22 @@ def test_a_url_without_sha256_fails_the_same_in_check_mode(tmp_path, capsys):
     for result in results:
         assert (result["rc"], result["phase"], result["changed"]) == (1, "arguments", False)
         assert result["msg"] == "sha256 is required when src is a URL (%s)" % url
+
+
+@pytest.mark.parametrize("install_dir,problem", [
+    ("/", "install_dir of payroll-agent must be a directory of its own, not the system directory / (for example "
+     "/opt/esd/payroll-agent)"),
+    ("/usr/local", "install_dir of payroll-agent must be a directory of its own, not the system directory /usr/local "
+     "(for example /usr/local/payroll-agent)"),
+    ("/opt/../..", "install_dir of payroll-agent must not contain '..', got '/opt/../..'"),
+])
+def test_an_unusable_install_dir_argument_is_refused_before_anything_is_written(tmp_path, capsys, install_dir, problem):
+    art = artifact(tmp_path, "payroll-agent", "2.4.0")
+    root = tmp_path / "host"
+    root.mkdir()
+    for check_mode in (True, False):
+        result = run(capsys, name="payroll-agent", version="2.4.0", src=art["path"], sha256=art["sha256"],
+                     root=str(root), install_dir=install_dir, _ansible_check_mode=check_mode)
+        assert (result["rc"], result["phase"], result["changed"]) == (1, "arguments", False)
+        assert result["msg"] == "Invalid arguments for payroll-agent: %s" % problem
+    assert os.listdir(str(root)) == []
