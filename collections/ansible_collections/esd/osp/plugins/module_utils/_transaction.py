@@ -375,14 +375,15 @@ class SoftwareManager(object):
         active = self.state["active"]
         if active is None:
             raise SoftwareError("Cannot commit %s: no version of it is active on this host" % self.name, "commit")
-        leftovers = sorted(v for v in self.state["versions"] if v != active)
-        if self.state["committed"] == active and not leftovers:
+        # only the backups go: a version staged (state=present) for a later activation is kept
+        backups = [v for v in self.state["backups"] if v != active]
+        if self.state["committed"] == active and not backups:
             return
-        self._do("commit %s (remove %s)" % (active, ", ".join(leftovers) or "no backups"))
-        for version in leftovers:
+        self._do("commit %s (remove %s)" % (active, ", ".join(backups) or "no backups"))
+        for version in backups:
             if not self.check_mode:
                 _artifact.remove_tree(self.release_dir(version))
-            del self.state["versions"][version]
+            self.state["versions"].pop(version, None)
         self.state["backups"] = []
         self.state["committed"] = active
         self._record("commit", active)

@@ -578,6 +578,25 @@ def test_a_second_package_in_the_same_install_dir_is_refused_naming_the_owner(ho
     assert host.apply("other", "active", "2.0.0")["active"] == "2.0.0"
 
 
+@pytest.mark.parametrize("check_mode", [False, True])
+def test_commit_removes_the_backups_but_keeps_a_staged_version(host, check_mode):
+    for version in ("1.0.0", "1.1.0", "1.2.0"):
+        host.package("demo", version)
+    host.apply("demo", "active", "1.0.0")
+    host.apply("demo", "active", "1.1.0")
+    host.apply("demo", "present", "1.2.0")
+    result = host.apply("demo", "committed", check_mode=check_mode)
+    assert result["actions"] == ["commit 1.1.0 (remove 1.0.0)"]
+    assert (result["active"], result["committed"], result["backups"], result["installed"]) == (
+        "1.1.0", "1.1.0", [], ["1.1.0", "1.2.0"])
+    if check_mode:
+        return
+    assert sorted(os.listdir(str(host.root / "opt/esd/demo/releases"))) == ["1.1.0", "1.2.0"]
+    assert host.apply("demo", "committed")["changed"] is False
+    # the staged version can still be activated later, without its artifact
+    assert host.apply("demo", "active", "1.2.0", src=None, sha256=None)["actions"] == ["activate 1.2.0 (backup 1.1.0)"]
+
+
 @pytest.mark.parametrize("phase,steps,message,left", [
     ("pre_install", [], "Failed to install hooky 1.0.0: pre_install hook exited 4 (see stderr); the unpacked "
      "release was removed", (None, [])),
