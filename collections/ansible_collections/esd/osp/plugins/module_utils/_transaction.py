@@ -398,7 +398,7 @@ class SoftwareManager(object):
                 self.msg = "Nothing to roll back: %s was rolled back from %s to %s%s, and %s is still active%s" % (
                     self.name, done.get("version"), active, " on %s" % done["time"] if done.get("time") else "",
                     active, " (to roll back %s too, name it: version=%s)" % (active, active)
-                    if self.state["backups"] and self.state["committed"] != active else "")
+                    if self.state["backups"] else "")
                 return
         target = self.version or active
         if target is None or (target not in self.state["versions"] and target != active):
@@ -417,41 +417,93 @@ class SoftwareManager(object):
             del self.state["versions"][target]
             self._record("rollback", target)
             return
-        if self.state["committed"] == active:
-            when = self._last("commit", active)
-            raise SoftwareError(
-                "Cannot roll back %s %s: the update was committed%s, which removed its backup. To return to an "
-                "earlier version, install that version as a new update (state=active, version=<earlier>)."
-                % (self.name, active, " on %s" % when if when else ""), "rollback")
+        # A backup exists only if a version was activated since the last commit (commit removes the backups):
+        # that activation is the uncommitted update to undo, even when it re-activated the committed version.
         if not self.state["backups"]:
+            if self.state["committed"] == active:
+                when = self._last("commit", active)
+                raise SoftwareError(
+                    "Cannot roll back %s %s: the update was committed%s, which removed its backup. To return to an "
+                    "earlier version, install that version as a new update (state=active, version=<earlier>)."
+                    % (self.name, active, " on %s" % when if when else ""), "rollback")
             raise SoftwareError(
                 "Cannot roll back %s %s: it is the first version installed on this host, so there is no previous "
                 "version to return to. Use state=absent to uninstall it." % (self.name, active), "rollback")
         previous = self.state["backups"][0]
-        self._do("activate %s (roll back %s)" % (previous, active))
+        # Rolling back an update to the committed version returns to the state before it: the committed version
+        # stays installed, as a backup again, instead of being removed like a rolled-back update.
+        keep_active = self.state["committed"] == active
+        self._do("activate %s (roll back %s%s)" % (previous, active, ", kept as a backup" if keep_active else ""))
         if not self.check_mode:
             release = self.release_dir(previous)
-            self.hooks.run("pre_activate", previous, release, active)
+            try:
+                self.hooks.run("pre_activate", previous, release, active)
+            except SoftwareError as exc:
+                exc.msg = "Failed to roll back %s %s to %s: %s; %s is still active" % (
+                    self.name, active, previous, exc.msg, active)
+                raise
             self._swap_current(previous)
-            self.hooks.run("post_activate", previous, release, active)
-            _artifact.remove_tree(self.release_dir(active))
-        del self.state["versions"][active]
-        self.state["backups"] = self.state["backups"][1:]
+            try:
+                self.hooks.run("post_activate", previous, release, active)
+            except SoftwareError as exc:
+                self._revert_rollback(active, previous, exc)
+                raise
+        if keep_active:
+            self.state["backups"] = self.state["backups"][1:] + [active]
+        else:
+            del self.state["versions"][active]
+            self.state["backups"] = self.state["backups"][1:]
         self.state["active"] = previous
+        # recorded before the rolled-back release is removed: a failure then leaves an unrecorded directory (which
+        # a later install of that version replaces), never a state naming a version whose release is gone
         self._record("rollback", active, to=previous)
         if not self.check_mode:
+            if not keep_active:
+                _artifact.remove_tree(self.release_dir(active))
             try:
                 self.hooks.run("health_check", previous, self.release_dir(previous), active)
             except SoftwareError as exc:
                 # not reverted: the host did not return to where it started (it stays rolled back, unhealthy)
                 exc.msg = "Rolled back %s %s to %s, but then %s failed its health check (%s%s): %s is active and " \
-                    "unhealthy, and %s is no longer installed" % (
+                    "unhealthy, and %s %s" % (
                         self.name, active, previous, previous, getattr(exc, "reason", exc.msg),
-                        "; see stderr" if exc.stderr.strip() else "", previous, active)
+                        "; see stderr" if exc.stderr.strip() else "", previous, active,
+                        "is kept as its backup" if keep_active else "is no longer installed")
                 exc.phase = "rollback_health_check"
                 exc.reverted = False
                 exc.changed = True
                 raise
+
+    def _revert_rollback(self, active, previous, exc):
+        """The version a rollback returned to failed its post_activate hook: switch back to `active`, so that the
+        host and its state stay as they were (the rollback can be retried once the hook is fixed)."""
+        try:
+            self._swap_current(active)
+            # let the update restart whatever the failed post_activate of the backup stopped
+            self.hooks.run("post_activate", active, self.release_dir(active), previous)
+        except (OSError, SoftwareError) as revert_exc:
+            now = self._adopt_current_link()
+            exc.msg = "Failed to roll back %s %s to %s: %s, and switching back to %s failed: %s; %s is active" % (
+                self.name, active, previous, exc.msg, active, revert_exc, now or "no version")
+            exc.phase = "revert"
+            exc.changed = True
+            self._record("rollback", active, to=previous, result="failed", phase="revert")
+            return
+        exc.msg = "Failed to roll back %s %s to %s: %s; switched back to %s, which is still active" % (
+            self.name, active, previous, exc.msg, active)
+        exc.reverted = True
+        self._record("rollback", active, to=previous, result="reverted", phase=exc.phase)
+
+    def _adopt_current_link(self):
+        """After a failed revert, make the state name the version `current` really points at (the version it
+        left becomes that one's first backup, as after an activation). Returns the active version."""
+        target = os.readlink(self.current_link) if os.path.islink(self.current_link) else ""
+        version = target[len("releases/"):] if target.startswith("releases/") else None
+        left = self.state["active"]
+        if version in self.state["versions"] and version != left:
+            self.state["active"] = version
+            self.state["backups"] = [v for v in [left] + self.state["backups"] if v and v != version]
+        return self.state["active"]
 
     def _rolled_back_to(self, active):
         """The history entry of the rollback that made `active` the active version, if that is the last thing
@@ -460,8 +512,8 @@ class SoftwareManager(object):
             action, result = entry.get("action"), entry.get("result")
             if action == "install" or (action == "remove" and entry.get("version") not in (active, None)):
                 continue
-            if action == "activate" and result == "reverted":
-                continue  # a failed update that was undone: the rollback before it still stands
+            if action in ("activate", "rollback") and result == "reverted":
+                continue  # a failed update or rollback that was undone: the rollback before it still stands
             if action == "rollback" and result == "ok" and entry.get("to") == active:
                 return entry
             return None
@@ -634,8 +686,9 @@ class SoftwareManager(object):
             elif os.path.lexists(self.current_link):
                 os.unlink(self.current_link)
         except (OSError, SoftwareError) as revert_exc:
-            exc.msg = "Failed to activate %s %s: %s, and the auto-revert to %s failed: %s" % (
-                self.name, version, exc.msg, previous or "no version", revert_exc)
+            now = self._adopt_current_link()
+            exc.msg = "Failed to activate %s %s: %s, and the auto-revert to %s failed: %s; %s is active" % (
+                self.name, version, exc.msg, previous or "no version", revert_exc, now or "no version")
             exc.phase = "revert"
             exc.changed = True
             self._record("activate", version, previous=previous, result="failed", phase="revert")

@@ -445,6 +445,10 @@ def hooky(host, *versions, extra_spec=""):
         host.package("hooky", version, hooks=dict((hook, FLAGGED_HOOK) for hook in ALL_HOOKS), extra_spec=extra_spec)
 
 
+def link(host, name="hooky", install_dir=None):
+    return os.readlink(os.path.join(str(host.root), (install_dir or "/opt/esd/" + name).lstrip("/"), "current"))
+
+
 def recorded(host, name="hooky"):
     return _transaction.load_state(str(host.root), name)
 
@@ -595,6 +599,73 @@ def test_commit_removes_the_backups_but_keeps_a_staged_version(host, check_mode)
     assert host.apply("demo", "committed")["changed"] is False
     # the staged version can still be activated later, without its artifact
     assert host.apply("demo", "active", "1.2.0", src=None, sha256=None)["actions"] == ["activate 1.2.0 (backup 1.1.0)"]
+
+
+@pytest.mark.parametrize("version", [None, "1.0.0"])
+def test_rolling_back_a_reactivated_committed_version_returns_to_the_update_before_it(env, version):
+    """1.0.0 committed, 1.1.0 activated, 1.0.0 activated again: the last update (1.1.0 -> 1.0.0) is uncommitted."""
+    env["apply"]("committed", "1.0.0")
+    env["apply"]("active", "1.1.0")
+    before_update = state_file(env)
+    env["apply"]("active", "1.0.0")
+    assert (state_file(env)["active"], state_file(env)["backups"]) == ("1.0.0", ["1.1.0"])
+
+    predicted = env["apply"]("rolled_back", version, check_mode=True)
+    result = env["apply"]("rolled_back", version)
+    assert predicted["actions"] == result["actions"] == ["activate 1.1.0 (roll back 1.0.0, kept as a backup)"]
+    assert predicted["diff"] == result["diff"]
+    # the state before the update: 1.1.0 active, the committed 1.0.0 its backup, both installed
+    after = state_file(env)
+    for key in ("active", "backups", "committed", "versions"):
+        assert after[key] == before_update[key], key
+    assert current(env) == "releases/1.1.0" and releases(env) == ["1.0.0", "1.1.0"]
+
+    # and rolling back 1.1.0 itself returns to the committed 1.0.0, as before
+    again = env["apply"]("rolled_back", "1.1.0")
+    assert (again["active"], again["committed"], again["backups"], again["installed"]) == ("1.0.0", "1.0.0", [], ["1.0.0"])
+    with pytest.raises(SoftwareError, match="Cannot roll back demo 1.0.0: the update was committed on "):
+        env["apply"]("rolled_back", "1.0.0")
+
+
+def test_rollback_whose_post_activate_fails_switches_back_to_the_update(host):
+    hooky(host, "1.0.0", "1.1.0")
+    host.apply("hooky", "active", "1.0.0")
+    host.apply("hooky", "active", "1.1.0")
+    before = recorded(host)
+    host.fail("post_activate", "1.0.0")
+    with pytest.raises(SoftwareError) as info:
+        host.apply("hooky", "rolled_back")
+    error = info.value
+    assert (error.phase, error.rc, error.reverted, error.changed, error.stderr) == (
+        "post_activate", 4, True, False, "post_activate refused\n")
+    assert error.msg == ("Failed to roll back hooky 1.1.0 to 1.0.0: post_activate hook exited 4 (see stderr); "
+                         "switched back to 1.1.0, which is still active")
+    # the host and its state agree, as they were: 1.1.0 active (its post_activate ran again), 1.0.0 its backup
+    assert link(host) == "releases/1.1.0"
+    after = recorded(host)
+    for key in ("active", "backups", "committed", "versions"):
+        assert after[key] == before[key], key
+    assert after["history"][-1]["result"] == "reverted" and after["history"][-1]["phase"] == "post_activate"
+    assert (host.root / "hooks.log").read_text().splitlines()[-3:] == [
+        "pre_activate 1.0.0", "post_activate 1.0.0", "post_activate 1.1.0"]
+    # once the hook is fixed, the same request completes
+    os.unlink(str(host.root / "fail-post_activate-1.0.0"))
+    result = host.apply("hooky", "rolled_back")
+    assert (result["active"], result["installed"]) == ("1.0.0", ["1.0.0"]) and link(host) == "releases/1.0.0"
+
+
+def test_rollback_whose_pre_activate_fails_changes_nothing(host):
+    hooky(host, "1.0.0", "1.1.0")
+    host.apply("hooky", "active", "1.0.0")
+    host.apply("hooky", "active", "1.1.0")
+    snapshot = tree(host.root / "opt"), recorded(host)
+    host.fail("pre_activate", "1.0.0")
+    with pytest.raises(SoftwareError) as info:
+        host.apply("hooky", "rolled_back", "1.1.0")
+    assert (info.value.phase, info.value.rc, info.value.changed, info.value.msg) == (
+        "pre_activate", 4, False,
+        "Failed to roll back hooky 1.1.0 to 1.0.0: pre_activate hook exited 4 (see stderr); 1.1.0 is still active")
+    assert (tree(host.root / "opt"), recorded(host)) == snapshot
 
 
 @pytest.mark.parametrize("phase,steps,message,left", [
