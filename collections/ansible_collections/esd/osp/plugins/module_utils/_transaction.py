@@ -291,6 +291,7 @@ class SoftwareManager(object):
         self.before = None
         self._artifact_path = None
         self._manifest = None
+        self._host_before = None
 
     # --- paths ---------------------------------------------------------------------------------
     @property
@@ -337,8 +338,30 @@ class SoftwareManager(object):
             except _artifact.ArtifactError as exc:
                 raise SoftwareError("State file %s of %s is not usable: %s" % (self.state_path, self.name, exc), "state")
         self.before = summarise(self.state)
+        if not self.check_mode:
+            self._host_before = self._host_snapshot()
         getattr(self, "_ensure_" + self.wanted)()
         return self.result()
+
+    def _host_snapshot(self):
+        """What this package has on the host: its state file, the current link and the releases."""
+        try:
+            with open(self.state_path, "rb") as handle:
+                state = handle.read()
+        except FileNotFoundError:
+            state = None
+        current = os.readlink(self.current_link) if os.path.islink(self.current_link) else None
+        releases = sorted(os.listdir(self.releases_dir)) if os.path.isdir(self.releases_dir) else None
+        return state, current, releases
+
+    def host_changed(self):
+        """Whether the host differs from how this call found it (for reporting an unexpected error truthfully)."""
+        if self._host_before is None:
+            return False
+        try:
+            return self._host_snapshot() != self._host_before
+        except OSError:
+            return True  # cannot tell: do not claim that nothing changed
 
     def result(self):
         after = summarise(self.state)

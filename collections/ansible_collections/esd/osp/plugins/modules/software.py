@@ -20,10 +20,20 @@ description:
     with the phase and the hook's output. When the version a rollback returned to fails its health check, the
     host stays rolled back; the task fails with RV(phase=rollback_health_check), RV(reverted=false) and
     C(changed=true).
+  - When the version a rollback returns to fails its C(pre_activate) hook, nothing changes; when it fails its
+    C(post_activate) hook, the C(current) link is switched back to the update (whose C(post_activate) runs
+    again) and the state is left as it was. Either way the task fails with the hook's name as RV(phase), its
+    output, C(changed=false) and the update still active, so the rollback can be retried.
+  - "Hook failures name the package, the version and the hook, for example
+    C(Failed to activate payroll-agent 2.4.1: post_activate hook exited 4 (see stderr\\); reverted to 2.4.0).
+    Each hook runs in a session of its own; one that outlives its timeout is killed together with every process
+    it started."
   - Archives are checked before anything is written; absolute paths, C(..), links leaving the tree, hard links and
     device files are refused.
-  - A state file C(<root>/var/lib/esd/software/<name>.json) records the installed versions, the active one, its
-    backups, the committed one and a history of transitions with timestamps.
+  - A state file C(<root>/var/lib/esd/software/<name>.json) records the install directory, the installed versions,
+    the active one, its backups, the committed one and a history of transitions with timestamps.
+  - A package owns C(releases/<version>) of its installed versions and the C(current) link in its install
+    directory, and nothing else there; two packages cannot share one install directory.
 author:
   - esd.osp developers (@esd-osp)
 options:
@@ -42,13 +52,20 @@ options:
       - V(present) installs (stages) the version without activating it.
       - V(active) installs it if needed and makes it the active version; the previous active version becomes the backup.
       - V(committed) makes the active update permanent and removes its backups (activating O(version) first if given).
-      - V(rolled_back) returns to the backup of an uncommitted update and removes the rolled-back version
-        (a version that was only staged is simply removed). Rolling back a committed update is refused, and so is
-        naming the backup itself as O(version) (that would delete the version a rollback returns to).
+        Versions staged with V(present) and not activated since are kept.
+      - V(rolled_back) returns to the state before the last uncommitted update (the activation of the active version)
+        by re-activating the newest backup and removing the rolled-back version (a version that was only staged is
+        simply removed). When that update re-activated the committed version (for example 1.0 committed, 1.1
+        activated, 1.0 activated again), the rollback re-activates the backup (1.1) and keeps the committed version
+        installed as its backup. Rolling back a committed update (no backup left) is refused, and so is naming the
+        backup itself as O(version) (that would delete the version a rollback returns to).
       - Without O(version), V(rolled_back) rolls back the last update once; when the last change of the active
         version was a rollback to it, a second run changes nothing and says so in RV(msg). To roll back
         further, name the active version.
-      - V(absent) uninstalls the package (running its C(pre_remove) hook), or removes one inactive O(version).
+      - V(absent) uninstalls the package (running its C(pre_remove) hook; if that fails nothing is removed), or
+        removes one inactive O(version). An uninstall removes what the package owns (C(releases/<version>), the
+        C(current) link) and then its install directory only if that left it empty; other files there stay. The
+        state file stays, with the history, and shows the package as absent.
     type: str
     choices: [present, active, committed, rolled_back, absent]
     default: active
@@ -68,18 +85,25 @@ options:
     type: path
     default: ''
   install_dir:
-    description: Where releases live, inside O(root). Defaults to the package's own C(install_dir) (C(/opt/esd/<name>)).
+    description:
+      - Where releases live, inside O(root). Defaults to the package's own C(install_dir) (C(/opt/esd/<name>)).
+      - Must be absolute and normalised, without C(..), and a directory of the package's own, not C(/) or a
+        system directory such as C(/usr), C(/usr/local), C(/etc), C(/var) or C(/opt) (C(/opt/hello-agent) is fine).
+        The same rules apply to the C(install_dir) in an artifact's manifest. Installing into an install directory
+        where another package has versions installed is refused (RV(phase=conflict)).
     type: path
   keep:
     description: How many previous versions to keep as backups (for O(state=rolled_back)) until committed.
     type: int
     default: 1
   health_check_timeout:
-    description: Seconds the package's C(health_check) hook may run before it counts as failed.
+    description:
+      - Seconds the package's C(health_check) hook may run before it counts as failed; it is then killed with every
+        process it started.
     type: int
     default: 60
   hook_timeout:
-    description: Seconds any other hook may run.
+    description: Seconds any other hook may run (then it is killed with every process it started, and fails).
     type: int
     default: 300
   download_timeout:
@@ -133,79 +157,106 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+name:
+  description: The package name.
+  returned: success
+  type: str
+  sample: payroll-agent
+version:
+  description: The requested O(version) (null when none was given).
+  returned: success
+  type: str
+  sample: 2.4.1
+state:
+  description: The requested O(state).
+  returned: success
+  type: str
+  sample: active
 active:
   description: The active version after the call (null when none).
-  returned: always
+  returned: success
   type: str
   sample: 2.4.1
 backup:
   description: The version a rollback would return to (null when none).
-  returned: always
+  returned: success
   type: str
   sample: 2.4.0
 backups:
   description: All kept backups, newest first.
-  returned: always
+  returned: success
   type: list
   elements: str
   sample: ["2.4.0"]
 committed:
   description: The last committed version.
-  returned: always
+  returned: success
   type: str
   sample: 2.4.0
 installed:
   description: All installed versions.
-  returned: always
+  returned: success
   type: list
   elements: str
   sample: ["2.4.0", "2.4.1"]
 install_dir:
   description: The real install directory (with O(root)).
-  returned: always
+  returned: success
   type: str
   sample: /opt/esd/payroll-agent
 actions:
   description: What the call did (or would do in check mode), in order.
-  returned: always
+  returned: success
   type: list
   elements: str
   sample: ["install 2.4.1", "activate 2.4.1 (backup 2.4.0)"]
 msg:
-  description: Why nothing was done when the request was already fulfilled (a second O(state=rolled_back)).
-  returned: when there was nothing to roll back
+  description:
+    - Why nothing was done when the request was already fulfilled (a second O(state=rolled_back)).
+    - On failure, what failed, on which package and version, and why.
+  returned: when there was nothing to roll back, and on failure
   type: str
   sample: "Nothing to roll back: payroll-agent was rolled back from 2.4.1 to 2.4.0 on 2026-12-12T22:14:03Z, and 2.4.0 is still active"
 phase:
   description:
-    - The step that failed, for triage; C(fetch), C(verify), C(arguments) and C(unpack) failures leave the host
-      unchanged, hook and C(health_check) failures are reverted, C(revert) means the auto-revert itself failed.
+    - The step that failed, for triage.
+    - C(arguments), C(fetch), C(verify), C(unpack), C(requires) (a prerequisite is not active), C(conflict)
+      (another package has versions in the install directory) and C(state) (the package's state file is
+      unreadable or records an unusable install directory) leave the host unchanged.
+    - C(pre_install), C(post_install), C(pre_activate), C(post_activate) and C(health_check) are hook failures; what
+      the call changed was reverted. In a rollback, C(pre_activate) changed nothing and C(post_activate) switched
+      back to the update.
+    - C(pre_remove) means the uninstall's hook failed and nothing was removed.
+    - C(revert) means the auto-revert itself failed (C(changed=true)); the state names the version C(current) points
+      at, and the message says which.
     - C(rollback_health_check) means a rollback happened but the version it returned to failed its health check;
       the host stays rolled back (RV(reverted=false), C(changed=true)).
     - C(rollback), C(commit) and C(remove) mean the request was refused and nothing changed.
+    - C(io) is an unexpected I/O error (a full disk, a read-only file system); C(changed) says whether the host was
+      changed before it.
   returned: failure
   type: str
   sample: health_check
 reverted:
   description:
     - Whether the host was returned to its state before the call after a failure. False when the host is left
-      changed (C(revert), C(rollback_health_check)) and when nothing needed reverting.
+      changed (C(revert), C(rollback_health_check), C(io) with C(changed=true)) and when nothing needed reverting.
   returned: failure
   type: bool
   sample: true
 rc:
-  description: Exit code of the failing hook.
-  returned: when a hook failed
+  description: Exit code of the failing hook; null when no hook failed, or when it timed out (and was killed).
+  returned: failure
   type: int
   sample: 3
 stdout:
-  description: Output of the failing hook.
-  returned: when a hook failed
+  description: Output of the failing hook (empty when no hook failed).
+  returned: failure
   type: str
   sample: "checking port 8080"
 stderr:
-  description: Error output of the failing hook.
-  returned: when a hook failed
+  description: Error output of the failing hook (empty when no hook failed).
+  returned: failure
   type: str
   sample: "connection refused"
 inventory:
@@ -262,7 +313,8 @@ def main():
     )
     params = module.params
     if params["keep"] < 0:
-        module.fail_json(msg="keep must be 0 or more, got %d" % params["keep"], phase="arguments")
+        module.fail_json(msg="keep must be 0 or more, got %d" % params["keep"], phase="arguments", changed=False,
+                         reverted=False, rc=None, stdout="", stderr="")
     root = params["root"] or ""
     download_dir = join_root(root, "/var/cache/esd/downloads")
 
@@ -283,6 +335,11 @@ def main():
             result["inventory"] = inventory
         report(**result)
 
+    def fail(msg, phase, changed=False, reverted=False, rc=None, stdout="", stderr=""):
+        finish(module.fail_json, msg=msg, phase=phase, changed=changed, reverted=reverted, rc=rc, stdout=stdout,
+               stderr=stderr)
+
+    manager = None
     try:
         manager = SoftwareManager(
             params["name"], params["state"], version=params["version"], src=params["src"], sha256=params["sha256"],
@@ -291,14 +348,17 @@ def main():
             check_mode=module.check_mode, fetch=fetch)
         result = manager.run()
     except ArtifactError as exc:
-        finish(module.fail_json, msg="Invalid arguments for %s: %s" % (params["name"], exc), phase="arguments",
-               changed=False)
+        fail("Invalid arguments for %s: %s" % (params["name"], exc), "arguments")
     except SoftwareError as exc:
-        finish(module.fail_json, msg=exc.msg, phase=exc.phase, rc=exc.rc, stdout=exc.stdout, stderr=exc.stderr,
-               reverted=exc.reverted, changed=exc.changed)
+        fail(exc.msg, exc.phase, changed=exc.changed, reverted=exc.reverted, rc=exc.rc, stdout=exc.stdout,
+             stderr=exc.stderr)
     except OSError as exc:
-        finish(module.fail_json, msg="Failed to manage %s under %s: %s" % (params["name"], root or "/", exc),
-               phase="io", changed=False)
+        # an I/O error can strike after the host was changed (a release unpacked, the link swapped, the state
+        # written): say so, or triage would take the host for untouched
+        changed = manager is not None and manager.host_changed()
+        fail("Failed to manage %s under %s: %s%s" % (params["name"], root or "/", exc,
+                                                     " (the host was changed before the error)" if changed else ""),
+             "io", changed=changed)
     diff = result.pop("diff")
     if module._diff:
         result["diff"] = diff

@@ -5,10 +5,13 @@
 
 from __future__ import annotations
 
+import errno
 import os
 
 import pytest
+import yaml
 
+from ansible_collections.esd.osp.plugins.module_utils import _artifact, _transaction
 from ansible_collections.esd.osp.plugins.modules import software
 from ansible_collections.esd.osp.tests.unit.plugins.module_utils.helpers import build, run_module, write_source
 
@@ -126,3 +129,83 @@ def test_an_unusable_install_dir_argument_is_refused_before_anything_is_written(
         assert (result["rc"], result["phase"], result["changed"]) == (1, "arguments", False)
         assert result["msg"] == "Invalid arguments for payroll-agent: %s" % problem
     assert os.listdir(str(root)) == []
+
+
+def fail_the_second_state_write(monkeypatch):
+    """Make the second state write of the run fail with ENOSPC: the install is recorded, the activation is not."""
+    real, calls = _transaction.write_json_atomic, []
+
+    def write(path, data):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, data)
+    monkeypatch.setattr(_transaction, "write_json_atomic", write)
+
+
+def test_an_io_error_after_the_host_changed_is_reported_as_changed(tmp_path, capsys, monkeypatch):
+    root = str(tmp_path / "host")
+    art = artifact(tmp_path, "payroll-agent", "2.4.0")
+    fail_the_second_state_write(monkeypatch)
+    result = run(capsys, name="payroll-agent", version="2.4.0", src=art["path"], sha256=art["sha256"], root=root)
+    assert (result["rc"], result["phase"], result["changed"], result["reverted"]) == (1, "io", True, False)
+    assert result["msg"] == ("Failed to manage payroll-agent under %s: [Errno 28] No space left on device (the host "
+                             "was changed before the error)" % root)
+    # what it changed: the release unpacked and recorded, the current link switched
+    assert os.readlink(os.path.join(root, "opt/esd/payroll-agent/current")) == "releases/2.4.0"
+
+
+def test_an_io_error_before_anything_changed_is_reported_as_unchanged(tmp_path, capsys, monkeypatch):
+    root = str(tmp_path / "host")
+    art = artifact(tmp_path, "payroll-agent", "2.4.0")
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(_artifact, "extract_release", no_space)
+    result = run(capsys, name="payroll-agent", version="2.4.0", src=art["path"], sha256=art["sha256"], root=root,
+                 state="present")
+    assert (result["rc"], result["phase"], result["changed"]) == (1, "unpack", False)
+    monkeypatch.undo()
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    monkeypatch.setattr(_transaction.SoftwareManager, "_ensure_present", no_space)
+    result = run(capsys, name="payroll-agent", version="2.4.0", src=art["path"], sha256=art["sha256"], root=root,
+                 state="present")
+    assert (result["rc"], result["phase"], result["changed"]) == (1, "io", False)
+    assert result["msg"] == "Failed to manage payroll-agent under %s: [Errno 28] No space left on device" % root
+
+
+def documented(text):
+    return yaml.safe_load(text) or {}
+
+
+def test_the_documentation_matches_the_argument_spec_and_the_returned_keys(tmp_path, capsys, monkeypatch):
+    specs = []
+    real = software.AnsibleModule
+
+    def spy(**kwargs):
+        specs.append(kwargs["argument_spec"])
+        return real(**kwargs)
+    monkeypatch.setattr(software, "AnsibleModule", spy)
+
+    options = documented(software.DOCUMENTATION)["options"]
+    returns = documented(software.RETURN)
+    root = str(tmp_path / "host")
+    good, bad = artifact(tmp_path, "payroll-agent", "2.4.0"), artifact(tmp_path, "payroll-agent", "2.5.0", "exit 3")
+    success = run(capsys, name="payroll-agent", version="2.4.0", src=good["path"], sha256=good["sha256"], root=root,
+                  inventory=True)
+    failure = run(capsys, name="payroll-agent", version="2.5.0", src=bad["path"], sha256=bad["sha256"], root=root)
+    refused = run(capsys, name="payroll-agent", version="2.4.0", root=root, install_dir="/usr")
+
+    spec = specs[0]
+    assert sorted(options) == sorted(spec)
+    for name, option in options.items():
+        for field in ("type", "default", "choices", "required", "elements"):
+            assert option.get(field) == spec[name].get(field), (name, field)
+    standard = {"changed", "failed", "invocation", "rc", "diff"}
+    for result in (success, failure, refused):
+        assert set(result) - standard <= set(returns), set(result) - standard - set(returns)
+    for key, doc in returns.items():
+        if doc["returned"] == "success":
+            assert key in success, key
+        if doc["returned"] == "failure":
+            assert key in failure and key in refused, key
