@@ -84,3 +84,12 @@ def test_wrong_checksum_changes_no_host(repo_root, fleet_env):
     assert proc.stdout.count('"phase": "verify"') == 3
     for host in ("prod-001", "prod-002", "prod-003"):
         assert not os.path.exists(os.path.join(fleet_env["ESD_DEMO_ROOT"], "hosts", host, "opt"))
+
+
+def test_a_check_mode_build_says_the_unit_test_did_not_run(repo_root, fleet_env):
+    proc = ansible(repo_root, {**fleet_env, "ANSIBLE_SHOW_CUSTOM_STATS": "1"}, "playbooks/build_package.yml", "--check",
+                   "-e", "build_package_src=%s/examples/packages/hello-agent-1.0" % repo_root)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    stats = json.loads(proc.stdout.split("CUSTOM STATS:", 1)[1].split("RUN:", 1)[1].strip().splitlines()[0])
+    assert stats["esd_artifact"]["unit_test"] == "not run (check mode)"
+    assert not os.path.exists(os.path.join(fleet_env["ESD_DEMO_ROOT"], "artifacts"))
