@@ -58,6 +58,9 @@ DEFAULT_MAX_LIVE_IMAGES = 2
 KINDS = ("package", "image", "media")
 ARCHIVE_SUFFIX = ".esdarchive"
 HEX_RE = re.compile(r"^[0-9a-f]{64}$")
+# The files promotion stores under records/<name>/<version>/ (the report and its parsed record, named by the
+# report's sha256): the only test record files an archive holds and a restore writes.
+RECORD_FILE_RE = re.compile(r"^[0-9a-f]{64}\.(json|report)$")
 CHANNEL_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 UPDATE_REF_RE = re.compile(r"^\s*([a-z0-9][a-z0-9._+-]*?)\s*(?:(==|=|>=|<=|>|<)\s*(\S+))?\s*$")
 PASSED = ("passed", "pass", "success", "succeeded", "ok")
@@ -533,6 +536,10 @@ class Repository(object):
             return None, False
         return doc["key_id"], doc["signed_sha256"] == hashlib.sha256(data).hexdigest()
 
+    def signs_indexes(self):
+        """Whether this repository signs its channel indexes: it has a signer, or a channel carries a signature."""
+        return self.signer is not None or any(os.path.exists(self.channel_path(c) + ".sig") for c in self.channels)
+
     def needs_signature(self, channel):
         """True when the channel must be (re)signed by self.signer: unsigned, stale or another key."""
         if self.signer is None or read_bytes(self.channel_path(channel)) is None:
@@ -936,7 +943,8 @@ class Repository(object):
             records = []
             folder = self.p("records", record["name"], record["version"])
             if os.path.isdir(folder):
-                for filename in sorted(os.listdir(folder)):
+                # only the files promotion wrote (anything else there is no test record, and restore refuses other paths)
+                for filename in sorted(f for f in os.listdir(folder) if RECORD_FILE_RE.match(f)):
                     full = os.path.join(folder, filename)
                     rel = "records/%s/%s/%s" % (record["name"], record["version"], filename)
                     digest = _artifact.sha256_file(full)
@@ -975,11 +983,18 @@ class Repository(object):
     def restore(self, archive, public_keys=None, check=False):
         """Bring an archived package back: blobs, catalogue records, test records, first channel.
 
-        The archive is verified first. Restored versions re-enter the first channel only and go
-        through the ordinary promotions again (their test records come back, so production is
-        reachable without re-testing the same bytes).
+        The archive is verified first: its digests, the paths it lists (only those archive-retire writes),
+        and its signature against `public_keys` and the key of self.signer. A repository that signs its
+        channel indexes restores only a signed archive, so it needs keys to trust. Restored versions
+        re-enter the first channel only and go through the ordinary promotions again (their test records
+        come back, so production is reachable without re-testing the same bytes).
         """
-        info = verify_archive(archive, public_keys)
+        trusted = list(public_keys or []) + ([self.signer.public_key] if self.signer is not None else [])
+        if not trusted and self.signs_indexes():
+            raise IntegrityError("refusing to restore %s into %s: the repository signs its channel indexes, so it restores "
+                                 "only an archive signed by a key it trusts; give public_keys, or signing_key (the keys of "
+                                 "its keyring are trusted)" % (archive, self.path))
+        info = verify_archive(archive, trusted)
         manifest = info["manifest"]
         first = self.channels[0]
         with self.lock() if not check else _null():
@@ -1006,6 +1021,8 @@ class Repository(object):
                     wanted = [blob_relpath(record["sha256"])] + [r["path"] for r in package["records"]]
                     for rel in wanted:
                         dest = self.p(*rel.split("/"))
+                        if os.path.normpath(dest) != dest or not dest.startswith(self.path + os.sep):
+                            raise IntegrityError("archive %s lists %s, which is outside repository %s" % (archive, rel, self.path))
                         if rel.startswith("blobs/") and os.path.isfile(dest) and _artifact.sha256_file(dest) == record["sha256"]:
                             continue
                         _extract_member(tar, tar.getmember(rel), dest, 0o444 if rel.startswith("blobs/") else 0o644)
@@ -1111,6 +1128,40 @@ def archive_scope(path):
         return None
 
 
+def check_archive_manifest(path, manifest):
+    """Refuse an archive manifest that lists anything archive-retire does not write: every package record has a
+    valid name, version and sha256, and every test record path is records/<name>/<version>/<64 hex>.json|.report
+    of that package. Restore builds its destinations from these, so nothing else may reach the filesystem."""
+    packages = manifest.get("packages")
+    if not isinstance(packages, list):
+        raise IntegrityError("archive %s is not restorable: its manifest has no list of packages" % path)
+    for package in packages:
+        record = package.get("record") if isinstance(package, dict) else None
+        if not isinstance(record, dict):
+            raise IntegrityError("archive %s is not restorable: a package in its manifest has no record" % path)
+        try:
+            name = _artifact.validate_name(record.get("name"))
+            version = _artifact.validate_version(record.get("version"))
+        except _artifact.ArtifactError as exc:
+            raise IntegrityError("archive %s is not restorable: a package record's %s" % (path, exc))
+        if not isinstance(record.get("sha256"), str) or not HEX_RE.match(record["sha256"]):
+            raise IntegrityError("archive %s is not restorable: the record of %s %s has sha256 %r, not 64 lower-case hex "
+                                 "digits" % (path, name, version, record.get("sha256")))
+        records = package.get("records")
+        if not isinstance(records, list):
+            raise IntegrityError("archive %s is not restorable: %s %s has no list of test records" % (path, name, version))
+        prefix = "records/%s/%s/" % (name, version)
+        for rec in records:
+            rel = rec.get("path") if isinstance(rec, dict) else None
+            if not (isinstance(rel, str) and rel.startswith(prefix) and RECORD_FILE_RE.match(rel[len(prefix):])):
+                raise IntegrityError("archive %s is not restorable: it lists the test record path %r for %s %s; an archive "
+                                     "holds test records only as %s<64 hex digits>.json or .report" % (
+                                         path, rel, name, version, prefix))
+            if not isinstance(rec.get("sha256"), str) or not HEX_RE.match(rec["sha256"]):
+                raise IntegrityError("archive %s is not restorable: test record %s has sha256 %r, not 64 lower-case hex "
+                                     "digits" % (path, rel, rec.get("sha256")))
+
+
 def verify_archive(path, public_keys=None):
     """Verify an archive: its .sha256 sidecar, the manifest, every blob and record; the signature when
     public keys are given. Returns {"sha256", "manifest", "signed_by"}; raises IntegrityError."""
@@ -1129,8 +1180,9 @@ def verify_archive(path, public_keys=None):
                 raise IntegrityError("%s is not an esd.osp archive (no ARCHIVE.json)" % path)
             manifest_bytes = tar.extractfile(members["ARCHIVE.json"]).read()
             manifest = json.loads(manifest_bytes.decode("utf-8"))
-            if manifest.get("format") != ARCHIVE_FORMAT:
-                raise IntegrityError("%s has an unknown archive format %r" % (path, manifest.get("format")))
+            if not isinstance(manifest, dict) or manifest.get("format") != ARCHIVE_FORMAT:
+                raise IntegrityError("%s has an unknown archive format %r" % (
+                    path, manifest.get("format") if isinstance(manifest, dict) else None))
             signed_by = None
             if public_keys:
                 sig = tar.extractfile(members["ARCHIVE.json.sig"]).read() if "ARCHIVE.json.sig" in members else None
@@ -1138,6 +1190,7 @@ def verify_archive(path, public_keys=None):
                     signed_by = _signing.verify_detached(manifest_bytes, sig, public_keys, "archive manifest of %s" % path)
                 except _signing.SignatureError as exc:
                     raise IntegrityError(str(exc))
+            check_archive_manifest(path, manifest)
             expected = {}
             for package in manifest["packages"]:
                 expected[blob_relpath(package["record"]["sha256"])] = package["record"]["sha256"]

@@ -41,7 +41,8 @@ options:
         manifest, for example C(payroll-agent>=3.0)) matches that version, compared in version order, and matches no
         other version of O(name) that stays; an update naming no version goes with the last version of O(name).
       - V(archived) writes a verifiable archive of the same set to O(archive_dir) first, reads it back, then retires.
-      - V(restored) brings the packages of the archive O(src) back (verified first) into the first channel.
+      - V(restored) brings the packages of the archive O(src) back (verified first, see O(public_keys)) into the first
+        channel.
       - V(signed) (re-)signs the channel indexes with O(signing_key), for example after a key rotation.
     type: str
     choices: [present, promoted, absent, retired, archived, restored, signed]
@@ -116,7 +117,12 @@ options:
   public_keys:
     description:
       - Trusted public keys (C(ed25519:<base64>)) to verify the archive's signature with, for O(state=restored).
-        When given, an unsigned or wrongly signed archive is refused.
+        The keys of the O(signing_key) keyring (or the key of a PEM O(signing_key)) are trusted too.
+      - When any key is trusted, an unsigned or wrongly signed archive is refused. A repository that signs its channel
+        indexes (it has a signed channel, or O(signing_key) is given) restores only a signed archive, so it refuses to
+        restore when no key is trusted.
+      - Whatever the keys, an archive listing a file other than the blobs and test records (C(records/<name>/<version>/<sha256>.json)
+        or C(.report)) that O(state=archived) writes is refused before anything is written.
     type: list
     elements: str
     default: []
@@ -265,6 +271,7 @@ channels:
   sample: {build: ["2.4.1"], test: ["2.4.1"], production: ["2.4.1"]}
 """
 
+import os
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
@@ -319,6 +326,14 @@ class RepositoryModule(object):
             self.module.fail_json(msg=missing_required_lib("cryptography"), exception=_signing.CRYPTOGRAPHY_IMPORT_ERROR)
         return _signing.load_signer(self.params["signing_key"], self.params["signing_key_passphrase"])
 
+    def trusted_keys(self):
+        """The keys an archive to restore may be signed by: public_keys, and the keys of the signing_key keyring
+        (retired ones too, for archives written before a rotation; the signer's own key is always trusted)."""
+        keys = list(self.params["public_keys"])
+        if self.params["signing_key"] and os.path.isdir(self.params["signing_key"]):
+            keys += _signing.Keyring(self.params["signing_key"]).public_keys()
+        return keys
+
     def run(self):
         p = self.params
         check = self.module.check_mode
@@ -355,7 +370,7 @@ class RepositoryModule(object):
                                      archive_dir=archive_dir, check=check)
                 result["name"] = name
             elif state == "restored":
-                result = repo.restore(p["src"], public_keys=p["public_keys"], check=check)
+                result = repo.restore(p["src"], public_keys=self.trusted_keys(), check=check)
                 result["name"] = name
             else:
                 result = repo.sign(check=check)

@@ -609,3 +609,83 @@ def test_one_writer_at_a_time(repo, tmp_path):
     with repo.lock():
         with pytest.raises(_repository.RepositoryError, match="is locked by another run \\(pid %d\\)" % os.getpid()):
             Repository(repo.path).promote("payroll-agent", "2.4.1", "test")
+
+
+# --- restore refuses crafted archives -----------------------------------------------------------
+
+def crafted_archive(path, record_path, signer=None, name="payroll-agent", version="9.9"):
+    """An archive as an attacker would build it: a real blob, and a 'test record' at `record_path`."""
+    blob, evil = b"not really a package", b"written where it should not be\n"
+    digest = hashlib.sha256(blob).hexdigest()
+    manifest = {"format": _repository.ARCHIVE_FORMAT, "created_at": "2026-01-01T00:00:00Z", "created_by": "mallory",
+                "repository": "/elsewhere", "scope": {"name": name, "version": version},
+                "packages": [{"record": {"name": name, "version": version, "kind": "package", "sha256": digest,
+                                         "size": len(blob), "state": "retired"},
+                              "channels": {},
+                              "records": [{"path": record_path, "sha256": hashlib.sha256(evil).hexdigest()}]}],
+                "blobs": [{"sha256": digest, "size": len(blob)}]}
+    manifest_bytes = _repository.canonical_json(manifest)
+    with tarfile.open(path, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        _repository._add_bytes(tar, "ARCHIVE.json", manifest_bytes)
+        if signer is not None:
+            _repository._add_bytes(tar, "ARCHIVE.json.sig", _signing.make_signature(manifest_bytes, signer))
+        _repository._add_bytes(tar, "blobs/sha256/%s" % digest, blob)
+        _repository._add_bytes(tar, record_path, evil)
+    return str(path)
+
+
+ESCAPE = "catalogue/payroll-agent/../../../evil.txt"
+
+
+def test_a_signing_repository_refuses_an_unsigned_or_untrusted_archive_and_writes_nothing(repo, tmp_path, keyring):
+    repo.add(package(tmp_path))
+    archive = crafted_archive(tmp_path / "crafted.esdarchive", "records/payroll-agent/9.9/%s.json" % ("a" * 64))
+    before = snapshot(repo.path)
+    with pytest.raises(IntegrityError, match="is not signed \\(no .sig file\\); refusing to trust it"):
+        repo.restore(archive)
+    stranger = _signing.Signer.generate()
+    signed_by_stranger = crafted_archive(tmp_path / "stranger.esdarchive", "records/payroll-agent/9.9/%s.json" % ("a" * 64),
+                                         signer=stranger)
+    with pytest.raises(IntegrityError, match="is signed by key %s, which is not trusted here" % stranger.key_id):
+        repo.restore(signed_by_stranger, public_keys=keyring.public_keys())
+    # without a signer, the repository still signs its indexes (production has a .sig): it needs keys to trust
+    to_production(repo, tmp_path, "payroll-agent", "2.4.1")
+    before = snapshot(repo.path)
+    with pytest.raises(IntegrityError) as refused:
+        Repository(repo.path).restore(archive)
+    assert str(refused.value) == (
+        "refusing to restore %s into %s: the repository signs its channel indexes, so it restores only an archive "
+        "signed by a key it trusts; give public_keys, or signing_key (the keys of its keyring are trusted)" % (
+            archive, repo.path))
+    assert snapshot(repo.path) == before
+
+
+@pytest.mark.parametrize("record_path", [ESCAPE, "records/payroll-agent/9.9/../../../../evil.txt",
+                                         "records/other/9.9/%s.json" % ("a" * 64), "records/payroll-agent/9.9/notes.txt",
+                                         "/tmp/evil.txt"])
+def test_an_archive_listing_a_path_archive_retire_never_writes_is_refused_even_when_signed(
+        repo, tmp_path, keyring, record_path):
+    repo.add(package(tmp_path))
+    archive = crafted_archive(tmp_path / "crafted.esdarchive", record_path, signer=keyring.active_signer())
+    before, outside = snapshot(repo.path), sorted(os.listdir(str(tmp_path)))
+    with pytest.raises(IntegrityError) as refused:
+        repo.restore(archive)
+    assert str(refused.value) == (
+        "archive %s is not restorable: it lists the test record path %r for payroll-agent 9.9; an archive holds test "
+        "records only as records/payroll-agent/9.9/<64 hex digits>.json or .report" % (archive, record_path))
+    assert snapshot(repo.path) == before and sorted(os.listdir(str(tmp_path))) == outside
+    assert not os.path.exists(str(tmp_path / "evil.txt"))
+    # an unsigned repository (nothing signed yet, no signer) refuses it just the same
+    plain = Repository(str(tmp_path / "plain"), actor="bob")
+    plain.add(package(tmp_path, version="1.0"))
+    with pytest.raises(IntegrityError, match="is not restorable: it lists the test record path"):
+        plain.restore(crafted_archive(tmp_path / "unsigned.esdarchive", record_path))
+    assert not os.path.exists(str(tmp_path / "evil.txt"))
+
+
+def test_a_crafted_package_record_is_refused(repo, tmp_path, keyring):
+    repo.add(package(tmp_path))
+    archive = crafted_archive(tmp_path / "crafted.esdarchive", "records/x/1/%s.json" % ("a" * 64),
+                              signer=keyring.active_signer(), name="../../x", version="1")
+    with pytest.raises(IntegrityError, match="is not restorable: a package record's name must be lower-case letters"):
+        repo.restore(archive)

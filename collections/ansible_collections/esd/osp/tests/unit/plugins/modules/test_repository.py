@@ -158,6 +158,15 @@ def test_retire_archive_restore_through_the_module(env, capsys, tmp_path):
     assert info["valid"] and info["catalogue"][0]["state"] == "retired"
     path = info["catalogue"][0]["archive"]
     assert os.path.isfile(path)
+    # the repository signs its indexes: without a key to trust, it restores no archive
+    refused = run(repository, capsys, state="restored", src=path, path=env["repo"])
+    assert refused["failed"] and refused["error"] == "IntegrityError"
+    assert refused["msg"] == (
+        "Failed to restore %s in repository %s: refusing to restore %s into %s: the repository signs its channel "
+        "indexes, so it restores only an archive signed by a key it trusts; give public_keys, or signing_key (the keys "
+        "of its keyring are trusted)" % (path, env["repo"], path, env["repo"]))
+    # a rotation retires the key that signed the archive: the keyring (signing_key) still trusts it
+    assert run(signing_key, capsys, path=env["keys"], state="rotated")["changed"]
     restored = run(repository, capsys, state="restored", src=path, **base)
     assert restored["changed"] and restored["channels"]["build"] == ["2.4.1"]
 
