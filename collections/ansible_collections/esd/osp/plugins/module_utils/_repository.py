@@ -12,7 +12,8 @@ On-disk layout (filesystem backend)::
       repository.json                       channels (in promotion order), max_live_images
       blobs/sha256/<hex>                    immutable artifact bytes, mode 0444, named by their sha256
       catalogue/<name>/<version>.json       the one binding name+version -> sha256 (kept as a tombstone
-                                            after retirement, so the pair can never mean other bytes)
+                                            after retirement, so the pair can never mean other bytes;
+                                            state active, retiring while a retirement runs, or retired)
       channels/<channel>.json               channel index: serial + entries (what depots serve)
       channels/<channel>.json.sig           detached Ed25519 signature (always for the last channel)
       channels/<channel>.json.pending       only while a signed index is published (staged, signed, renamed)
@@ -64,6 +65,8 @@ RECORD_FILE_RE = re.compile(r"^[0-9a-f]{64}\.(json|report)$")
 CHANNEL_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 UPDATE_REF_RE = re.compile(r"^\s*([a-z0-9][a-z0-9._+-]*?)\s*(?:(==|=|>=|<=|>|<)\s*(\S+))?\s*$")
 PASSED = ("passed", "pass", "success", "succeeded", "ok")
+LIVE_STATES = ("active", "retiring")  # catalogue states of records still in the repository (retiring: see retire())
+RETIRING_KEYS = ("retiring_at", "retiring_by", "retiring_from")
 PENDING_SUFFIX = ".pending"  # channels/<channel>.json.pending: a new index staged, signed, then renamed into place
 
 
@@ -710,8 +713,12 @@ class Repository(object):
         with self.lock() if not check else _null():
             record = self.load_record(name, version)
             if record is None or record.get("state") != "active":
-                raise RepositoryError("%s %s is not in repository %s%s" % (
-                    name, version, self.path, " (it was retired)" if record else ""))
+                why = ""
+                if record is not None and record.get("state") == "retiring":
+                    why = " (its retirement was interrupted: run the retirement again to finish it)"
+                elif record is not None:
+                    why = " (it was retired)"
+                raise RepositoryError("%s %s is not in repository %s%s" % (name, version, self.path, why))
             blob = self.blob_path(record["sha256"])
             if not os.path.isfile(blob):
                 raise IntegrityError("the blob of %s %s (sha256 %s) is missing from %s" % (
@@ -839,12 +846,13 @@ class Repository(object):
             return result
 
     def retirement_set(self, name, version=None):
-        """The active records a retirement of name (all versions or one) takes: the package and its updates.
+        """The live records a retirement of name (all versions or one) takes: the package and its updates.
 
-        An update (a record whose ``updates`` reference ``name``) goes with every version of name; with one
-        version, it goes only when its reference matches that version (``=``/``==`` the same version,
-        ``>=``/``<=``/``>``/``<`` compared in version order, no version: any) and no other live version
-        of name still matches it: an update that still applies to a version that stays is kept.
+        Live means active, or retiring: marked by a retirement that was interrupted, which running the
+        retirement again finishes. An update (a record whose ``updates`` reference ``name``) goes with every
+        version of name; with one version, it goes only when its reference matches that version (``=``/``==``
+        the same version, ``>=``/``<=``/``>``/``<`` compared in version order, no version: any) and no other
+        active version of name still matches it: an update that still applies to a version that stays is kept.
         """
         _artifact.validate_name(name)
         every = self.records()
@@ -857,7 +865,7 @@ class Repository(object):
                    if r["name"] == name and r.get("state") == "active" and version is not None and r["version"] != version]
         chosen = []
         for record in every:
-            if record.get("state") != "active":
+            if record.get("state") not in LIVE_STATES:
                 continue
             if record["name"] == name and (version is None or record["version"] == version):
                 chosen.append(record)
@@ -877,6 +885,11 @@ class Repository(object):
 
         With archive_dir, a verifiable archive is written (and read back) first; if that fails
         nothing is retired.
+
+        Resumable: the records are marked ``retiring`` (with the archive they go to) before anything
+        else changes, then come the archive, the channels, the blobs and last the ``retired`` tombstones.
+        A run stopped at any point leaves records marked retiring, and running the same retirement
+        again finishes it, keeping the archive the stopped run wrote when it is there and intact.
         """
         with self.lock() if not check else _null():
             targets = self.retirement_set(name, version)
@@ -886,44 +899,129 @@ class Repository(object):
                                 "another image first, or force" % (
                                     ", ".join("%s %s" % (r["name"], r["version"]) for r in images), len(in_use),
                                     ", ".join(sorted(in_use)[:10]) + (" ..." if len(in_use) > 10 else "")))
+            # targets an interrupted run already archived keep that archive; the others go to a new one
+            kept = dict(((r["name"], r["version"]), r["archive"]) for r in targets if self._archived_by_interrupted_run(r))
+            to_archive = [r for r in targets if (r["name"], r["version"]) not in kept] if archive_dir else []
             actions = []
             archive = None
-            if targets and archive_dir:
+            if to_archive:
                 archive = os.path.join(archive_dir, "%s%s-%s%s" % (
                     name, "-%s" % version if version else "", self.now().replace("-", "").replace(":", ""), ARCHIVE_SUFFIX))
-                actions.append("archive %s to %s" % (", ".join("%s %s" % (r["name"], r["version"]) for r in targets), archive))
+                for record in to_archive:  # before anything is written
+                    blob = self.blob_path(record["sha256"])
+                    if os.path.isfile(blob):
+                        continue
+                    if record.get("state") == "retiring":
+                        raise IntegrityError(
+                            "cannot archive %s %s: its retirement was interrupted after its blob was deleted, and no "
+                            "intact archive of it is left (%s); finish the retirement without an archive (state=retired)" % (
+                                record["name"], record["version"], record.get("archive") or "it had none"))
+                    raise IntegrityError("cannot archive %s %s: its blob %s is missing" % (record["name"], record["version"], blob))
+                actions.append("archive %s to %s" % (", ".join("%s %s" % (r["name"], r["version"]) for r in to_archive), archive))
+            for path in sorted(set(kept.values())):
+                actions.append("keep archive %s, written by the interrupted retirement of %s" % (path, ", ".join(
+                    "%s %s" % key for key, where in sorted(kept.items()) if where == path)))
             plan = []
             for record in targets:
                 held = self.channels_holding(record["name"], record["version"])
                 for channel in held:
                     self.require_signer(channel)
-                plan.append((record, held))
-                actions.append("retire %s %s (from channels: %s)" % (record["name"], record["version"], ", ".join(held) or "none"))
+                # a resumed run reports the channels the interrupted one took it out of as well
+                held_before = [c for c in self.channels if c in held or c in (record.get("retiring_from") or [])]
+                plan.append((record, held_before))
+                actions.append("retire %s %s (from channels: %s)%s" % (
+                    record["name"], record["version"], ", ".join(held_before) or "none",
+                    " - finishing an interrupted retirement" if record.get("state") == "retiring" else ""))
             result = {"changed": bool(targets), "actions": actions,
                       "retired": [{"name": r["name"], "version": r["version"], "sha256": r["sha256"], "kind": r.get("kind"),
                                    "channels": held} for r, held in plan], "archive": None}
             if check or not targets:
                 if archive:
                     result["archive"] = {"path": archive}
+                elif kept:
+                    result["archive"] = {"path": sorted(set(kept.values()))[0]}
                 return result
+            resumed = set((r["name"], r["version"]) for r in targets if r.get("state") == "retiring")
+            archive_of = dict(kept)
+            archive_of.update(((r["name"], r["version"]), archive) for r in to_archive)
+            marked = self._mark_retiring(plan, archive_of)
             if archive:
-                result["archive"] = self._write_archive(archive, targets, name, version)
-            for channel in self.channels:
-                index = self.load_channel(channel)
-                keys = set((r["name"], r["version"]) for r in targets)
-                kept = [e for e in index["entries"] if (e["name"], e["version"]) not in keys]
-                if len(kept) != len(index["entries"]):
-                    self._write_channel(channel, kept, index)
-            live_digests = set(r["sha256"] for r in self.records() if r.get("state") == "active") - set(r["sha256"] for r in targets)
-            for record in targets:
-                if record["sha256"] not in live_digests and os.path.exists(self.blob_path(record["sha256"])):
-                    os.unlink(self.blob_path(record["sha256"]))
-                tomb = dict(record, state="retired", retired_at=self.now(), retired_by=self.actor,
-                            archive=(result["archive"] or {}).get("path"))
+                try:
+                    result["archive"] = self._write_archive(archive, to_archive, name, version)
+                except Exception:
+                    # an archive that cannot be written retires nothing: take the marks back (a run killed here
+                    # keeps them, and running it again writes the archive)
+                    for record in targets:
+                        write_atomic(self.catalogue_path(record["name"], record["version"]), canonical_json(record))
+                    raise
+            for path in sorted(set(kept.values())):
+                kept_info = self._finish_archive(path)
+                result["archive"] = result["archive"] or kept_info
+            self._drop_from_channels(marked)
+            self._delete_blobs(marked)
+            for record in marked:
+                tomb = dict(record, state="retired", retired_at=self.now(), retired_by=self.actor)
+                for key in RETIRING_KEYS:
+                    tomb.pop(key, None)
                 write_atomic(self.catalogue_path(record["name"], record["version"]), canonical_json(tomb))
-                self._event("archive_retire" if archive else "retire", name=record["name"], version=record["version"],
-                            sha256=record["sha256"], archive=tomb["archive"], forced=bool(force and in_use))
+                self._event("archive_retire" if tomb.get("archive") else "retire", name=record["name"],
+                            version=record["version"], sha256=record["sha256"], archive=tomb.get("archive"),
+                            forced=bool(force and in_use), resumed=(record["name"], record["version"]) in resumed)
             return result
+
+    def _archived_by_interrupted_run(self, record):
+        """True when `record` is marked retiring by an interrupted run whose archive exists, verifies and holds it."""
+        path = record.get("archive") if record.get("state") == "retiring" else None
+        if not path or not os.path.isfile(path):
+            return False
+        try:
+            manifest = verify_archive(path)["manifest"]
+        except RepositoryError:
+            return False
+        return any(p["record"]["name"] == record["name"] and p["record"]["version"] == record["version"]
+                   and p["record"]["sha256"] == record["sha256"] for p in manifest["packages"])
+
+    def _mark_retiring(self, plan, archive_of):
+        """Step 1: mark every target retiring (with its archive and the channels it leaves); return the marked records."""
+        now = self.now()
+        marked = []
+        for record, held in plan:
+            mark = dict(record, state="retiring", archive=archive_of.get((record["name"], record["version"])),
+                        retiring_from=held)
+            if record.get("state") != "retiring":
+                mark.update(retiring_at=now, retiring_by=self.actor)
+            if mark != record:
+                write_atomic(self.catalogue_path(record["name"], record["version"]), canonical_json(mark))
+            marked.append(mark)
+        return marked
+
+    def _finish_archive(self, path):
+        """An archive an interrupted run wrote: put back its .sha256 if the run stopped before it; describe it."""
+        digest = _artifact.sha256_file(path)
+        if read_bytes(path + ".sha256") is None:
+            write_atomic(path + ".sha256", ("%s  %s\n" % (digest, os.path.basename(path))).encode("utf-8"))
+        return {"path": path, "sha256": digest, "size": os.path.getsize(path), "signed_by": archive_key_id(path)}
+
+    def _drop_from_channels(self, records):
+        """Step 3: take the records out of every channel that still lists them."""
+        keys = set((r["name"], r["version"]) for r in records)
+        for channel in self.channels:
+            index = self.load_channel(channel)
+            kept = [e for e in index["entries"] if (e["name"], e["version"]) not in keys]
+            if len(kept) != len(index["entries"]):
+                self._write_channel(channel, kept, index)
+
+    def _delete_blobs(self, records):
+        """Step 4: delete the records' blobs, unless another live record (or one still retiring) has the same bytes."""
+        keys = set((r["name"], r["version"]) for r in records)
+        live = set(r["sha256"] for r in self.records()
+                   if r.get("state") in LIVE_STATES and (r["name"], r["version"]) not in keys)
+        for digest in sorted(set(r["sha256"] for r in records) - live):
+            self._delete_blob(digest)
+
+    def _delete_blob(self, sha256):
+        if os.path.exists(self.blob_path(sha256)):
+            os.unlink(self.blob_path(sha256))
 
     # --- archives --------------------------------------------------------------------------
 
@@ -940,6 +1038,8 @@ class Repository(object):
             if not os.path.isfile(blob):
                 raise IntegrityError("cannot archive %s %s: its blob %s is missing" % (record["name"], record["version"], blob))
             members.append((blob_relpath(record["sha256"]), blob, record["sha256"]))
+            # the record as it was live (a run resumed after an interruption finds it marked retiring)
+            record = dict(dict((k, v) for k, v in record.items() if k not in RETIRING_KEYS + ("archive",)), state="active")
             records = []
             folder = self.p("records", record["name"], record["version"])
             if os.path.isdir(folder):
@@ -1028,7 +1128,7 @@ class Repository(object):
                         _extract_member(tar, tar.getmember(rel), dest, 0o444 if rel.startswith("blobs/") else 0o644)
                     restored = dict(record, state="active", restored_from=os.path.abspath(archive),
                                     restored_at=self.now(), restored_by=self.actor)
-                    for key in ("retired_at", "retired_by", "archive"):
+                    for key in ("retired_at", "retired_by", "archive") + RETIRING_KEYS:
                         restored.pop(key, None)
                     write_atomic(self.catalogue_path(record["name"], record["version"]), canonical_json(restored))
                     index = self.load_channel(first)
@@ -1114,6 +1214,16 @@ def _extract_member(tar, member, dest, mode):
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def archive_key_id(path):
+    """The id of the key that signed an archive's manifest, as its signature says (not verified), or None."""
+    try:
+        with tarfile.open(path, mode="r:") as tar:
+            member = tar.getmember("ARCHIVE.json.sig")
+            return _signing.parse_signature(tar.extractfile(member).read(), path)["key_id"]
+    except (KeyError, tarfile.TarError, OSError, _signing.SignatureError):
+        return None
 
 
 def archive_scope(path):

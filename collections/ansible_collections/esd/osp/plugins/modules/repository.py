@@ -41,6 +41,10 @@ options:
         manifest, for example C(payroll-agent>=3.0)) matches that version, compared in version order, and matches no
         other version of O(name) that stays; an update naming no version goes with the last version of O(name).
       - V(archived) writes a verifiable archive of the same set to O(archive_dir) first, reads it back, then retires.
+      - V(retired) and V(archived) are resumable. They first mark the records C(retiring) (with the archive they go to),
+        then write the archive, rewrite the channels, delete the blobs and last mark the records C(retired). A run
+        stopped at any point is finished by running it again, which keeps the archive the stopped run wrote when it
+        is there and intact. Until then, the records marked C(retiring) cannot be promoted.
       - V(restored) brings the packages of the archive O(src) back (verified first, see O(public_keys)) into the first
         channel.
       - V(signed) (re-)signs the channel indexes with O(signing_key), for example after a key rotation.

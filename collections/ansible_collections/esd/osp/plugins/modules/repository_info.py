@@ -101,7 +101,9 @@ channels:
       entries:
         - {name: payroll-agent, version: 2.4.1, kind: package, sha256: 9f2c..., size: 20480, promoted_by: alice}
 catalogue:
-  description: The (filtered) name/version bindings, including retired ones (state retired).
+  description:
+    - The (filtered) name/version bindings, including retired ones (state C(retired)).
+    - State C(retiring) marks records of a retirement that was interrupted; running it again finishes it.
   returned: when the repository exists
   type: list
   elements: dict

@@ -689,3 +689,155 @@ def test_a_crafted_package_record_is_refused(repo, tmp_path, keyring):
                               signer=keyring.active_signer(), name="../../x", version="1")
     with pytest.raises(IntegrityError, match="is not restorable: a package record's name must be lower-case letters"):
         repo.restore(archive)
+
+
+# --- an interrupted retirement finishes when it runs again ---------------------------------------
+
+class Killed(BaseException):
+    """The process stops here (a kill: no exception handler of the code under test runs)."""
+
+
+def ticking_clock():
+    seconds = iter(range(10 ** 6))
+    return lambda: "2026-03-02T10:%02d:%02dZ" % divmod(next(seconds) % 3600, 60)
+
+
+def stop_after(method, calls=1):
+    """Wrap Repository.<method>: run it `calls` times, then stop the process at the next call."""
+    original = getattr(Repository, method)
+    seen = []
+
+    def wrapper(self, *args, **kwargs):
+        seen.append(1)
+        if len(seen) > calls:
+            raise Killed(method)
+        return original(self, *args, **kwargs)
+    return wrapper
+
+
+def killed_after(method, calls=0):
+    """Wrap Repository.<method>: run it, and stop the process right after its call number `calls` + 1."""
+    original = getattr(Repository, method)
+    seen = []
+
+    def wrapper(self, *args, **kwargs):
+        result = original(self, *args, **kwargs)
+        seen.append(1)
+        if len(seen) > calls:
+            raise Killed(method)
+        return result
+    return wrapper
+
+
+def mark_first_then_stop():
+    """Wrap Repository._mark_retiring: mark the first record only, then stop the process."""
+    original = Repository._mark_retiring
+
+    def wrapper(self, plan, archive_of):
+        original(self, plan[:1], archive_of)
+        raise Killed("_mark_retiring")
+    return wrapper
+
+
+INTERRUPTIONS = {
+    "while marking the records": ("_mark_retiring", mark_first_then_stop),
+    "before the archive is written": ("_write_archive", lambda: stop_after("_write_archive", 0)),
+    "after the archive, before the channels": ("_write_archive", lambda: killed_after("_write_archive")),
+    "after the channels, before the blobs": ("_drop_from_channels", lambda: killed_after("_drop_from_channels")),
+    "between two blob deletions": ("_delete_blob", lambda: stop_after("_delete_blob", 1)),
+    "after the blobs, before the tombstones": ("_delete_blobs", lambda: killed_after("_delete_blobs")),
+    "between two tombstones": ("_event", lambda: killed_after("_event")),
+}
+
+
+@pytest.mark.parametrize("where", sorted(INTERRUPTIONS))
+def test_an_interrupted_archive_retire_finishes_when_run_again(tmp_path, keyring, monkeypatch, where):
+    repo = Repository(str(tmp_path / "repo"), signer=keyring.active_signer(), actor="alice", now=ticking_clock())
+    artifact = package(tmp_path)
+    base = repo.add(artifact)["sha256"]
+    update = repo.add(package(tmp_path, name="payroll-agent-hotfix", version="1",
+                              extra_spec="updates: [payroll-agent]\n"))["sha256"]
+    other = repo.add(package(tmp_path, name="ledger", version="1.0"))["sha256"]
+    for name, version in (("payroll-agent", "2.4.1"), ("payroll-agent-hotfix", "1"), ("ledger", "1.0")):
+        to_production(repo, tmp_path, name, version)
+    archives = str(tmp_path / "archives")
+    method, patch = INTERRUPTIONS[where]
+    with monkeypatch.context() as patched:
+        patched.setattr(Repository, method, patch())
+        with pytest.raises(Killed):
+            repo.retire("payroll-agent", archive_dir=archives)
+    planned = repo.load_record("payroll-agent", "2.4.1").get("archive")
+    first_archive_written = planned is not None and os.path.isfile(planned)
+    retiring = [r for r in repo.records() if r.get("state") == "retiring"]
+    assert retiring, "the stopped run left no record marked retiring"
+    with pytest.raises(_repository.RepositoryError) as refused:
+        repo.promote(retiring[0]["name"], retiring[0]["version"], "production")
+    assert str(refused.value) == "%s %s is not in repository %s (its retirement was interrupted: run the retirement " \
+        "again to finish it)" % (retiring[0]["name"], retiring[0]["version"], repo.path)
+
+    left = sorted(r["name"] for r in repo.records() if r["state"] != "retired" and r["name"] != "ledger")
+    before = snapshot(repo.path)
+    plan = repo.retire("payroll-agent", archive_dir=archives, check=True)
+    assert snapshot(repo.path) == before
+
+    result = repo.retire("payroll-agent", archive_dir=archives)
+    assert result["changed"] is True and result["retired"] == plan["retired"]
+    # what the stopped run had not finished, with every channel it left (the stopped run took some out already)
+    assert sorted((r["name"], r["channels"]) for r in result["retired"]) == [
+        (name, ["build", "test", "production"]) for name in left]
+    path = result["archive"]["path"]
+    if first_archive_written:  # the archive the stopped run wrote is kept, not written twice
+        assert path == planned
+        assert any(a.startswith("keep archive %s" % planned) for a in result["actions"])
+    assert [f for f in os.listdir(archives) if f.endswith(_repository.ARCHIVE_SUFFIX)] == [os.path.basename(path)]
+    assert open(path + ".sha256").read().split() == [result["archive"]["sha256"], os.path.basename(path)]
+    assert result["archive"]["signed_by"] == keyring.load()["active"]
+    for name, version in (("payroll-agent", "2.4.1"), ("payroll-agent-hotfix", "1")):
+        record = repo.load_record(name, version)
+        assert (record["state"], record["archive"]) == ("retired", path)
+        assert not set(_repository.RETIRING_KEYS) & set(record)
+    for channel in repo.channels:
+        assert [e["name"] for e in repo.load_channel(channel)["entries"]] == ["ledger"]
+    assert not os.path.exists(repo.blob_path(base)) and not os.path.exists(repo.blob_path(update))
+    assert os.path.exists(repo.blob_path(other))
+    assert repo.verify(keyring.public_keys())["valid"]
+    assert repo.retire("payroll-agent", archive_dir=archives)["changed"] is False
+
+    info = _repository.verify_archive(path, keyring.public_keys())
+    assert sorted((p["record"]["name"], p["record"]["state"], sorted(p["channels"])) for p in info["manifest"]["packages"]) == [
+        ("payroll-agent", "active", ["build", "production", "test"]),
+        ("payroll-agent-hotfix", "active", ["build", "production", "test"])]
+    restored = repo.restore(path)
+    assert sorted(r["name"] for r in restored["restored"]) == ["payroll-agent", "payroll-agent-hotfix"]
+    assert open(repo.blob_path(base), "rb").read() == open(artifact, "rb").read()
+    assert not set(_repository.RETIRING_KEYS + ("archive",)) & set(repo.load_record("payroll-agent", "2.4.1"))
+
+
+def test_an_archive_that_cannot_be_written_retires_nothing(repo, tmp_path, monkeypatch):
+    digest = repo.add(package(tmp_path))["sha256"]
+    to_production(repo, tmp_path, "payroll-agent", "2.4.1")
+    before = repo.load_record("payroll-agent", "2.4.1")
+
+    def full_disk(self, *args):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(Repository, "_write_archive", full_disk)
+    with pytest.raises(OSError, match="No space left on device"):
+        repo.retire("payroll-agent", archive_dir=str(tmp_path / "archives"))
+    assert repo.load_record("payroll-agent", "2.4.1") == before
+    assert repo.channels_holding("payroll-agent", "2.4.1") == ["build", "test", "production"]
+    assert os.path.exists(repo.blob_path(digest))
+
+
+def test_an_interrupted_plain_retire_that_deleted_the_blob_cannot_become_an_archive_retire(repo, tmp_path, monkeypatch):
+    repo.add(package(tmp_path))
+    with monkeypatch.context() as patched:
+        patched.setattr(Repository, "_delete_blobs", killed_after("_delete_blobs"))
+        with pytest.raises(Killed):
+            repo.retire("payroll-agent")
+    with pytest.raises(IntegrityError) as refused:
+        repo.retire("payroll-agent", archive_dir=str(tmp_path / "archives"))
+    assert str(refused.value) == (
+        "cannot archive payroll-agent 2.4.1: its retirement was interrupted after its blob was deleted, and no intact "
+        "archive of it is left (it had none); finish the retirement without an archive (state=retired)")
+    assert repo.retire("payroll-agent")["changed"] is True
+    assert repo.load_record("payroll-agent", "2.4.1")["state"] == "retired"
