@@ -179,13 +179,18 @@ def test_repository_info_reports_tampering(env, capsys):
         test_report=env["report"], **base)
     good = run(repository_info, capsys, path=env["repo"], channel="production", keyring=env["keys"])
     assert good["valid"] and good["changed"] is False and good["channels"]["production"]["verified"] is True
+    assert good["signatures"] == "verified"
     assert [e["name"] for e in good["channels"]["production"]["entries"]] == ["payroll-agent"]
     index = os.path.join(env["repo"], "channels", "production.json")
     os.chmod(index, 0o644)
     with open(index, "a") as handle:
         handle.write(" ")
     bad = run(repository_info, capsys, path=env["repo"], keyring=env["keys"], fail_on_problems=True)
-    assert bad["failed"] and "was modified after it was signed" in bad["msg"]
+    assert bad["failed"] and "was modified after it was signed" in bad["msg"] and bad["signatures"] == "failed"
+    # without keys nothing is verified, and the output says so rather than passing the tampered index as valid
+    unchecked = run(repository_info, capsys, path=env["repo"])
+    assert (unchecked["valid"], unchecked["signatures"], unchecked["problems"]) == (True, "not checked", [])
+    assert unchecked["channels"]["production"]["verified"] is None
     assert run(repository_info, capsys, path=str(env["repo"]) + "-none")["exists"] is False
 
 
