@@ -209,15 +209,17 @@ def entry_label(entry):
 
 # --- test reports (evidence for production) -----------------------------------------------------
 
-def parse_test_report(path):
+def parse_test_report(path, data=None):
     """Read a JSON or JUnit XML test report into {id, result, name, version, sha256, tests, failures}.
 
     JSON: an object with ``name``, ``version``, ``result`` (or ``status``/``outcome``), optional
     ``sha256``/``digest``, ``id``/``report_id`` and ``summary`` ({failed, errors}).
     JUnit XML: <testsuites>/<testsuite> with tests/failures/errors counts; the package identity in
     ``<property name="name|version|sha256" value="..."/>`` (``esd.`` prefixes accepted).
+    With `data`, the report's bytes are given and `path` only names them in messages.
     """
-    data = read_bytes(path)
+    if data is None:
+        data = read_bytes(path)
     if data is None:
         raise RepositoryError("test report %s does not exist" % path)
     report_sha256 = hashlib.sha256(data).hexdigest()
@@ -318,6 +320,11 @@ class Repository(object):
         self.actor = actor or default_actor()
         self.now = now
         self._config = None
+        # what a check-mode add() would have stored, so that a promotion that follows on this object (the
+        # repository module's state=promoted with src) computes what it would after a real add
+        self._planned_records = {}
+        self._planned_entries = {}
+        self._planned_blobs = {}
 
     # paths
     def p(self, *parts):
@@ -431,15 +438,20 @@ class Repository(object):
             raise RepositoryError("unknown channel %r (channels of %s: %s)" % (channel, self.path, ", ".join(self.channels)))
         data = read_bytes(self.channel_path(channel))
         if data is None:
-            return {"format": CHANNEL_FORMAT, "channel": channel, "serial": 0, "entries": []}
-        try:
-            index = json.loads(data.decode("utf-8"))
-        except ValueError as exc:
-            raise IntegrityError("channel index %s is not valid JSON: %s" % (self.channel_path(channel), exc))
+            index = {"format": CHANNEL_FORMAT, "channel": channel, "serial": 0, "entries": []}
+        else:
+            try:
+                index = json.loads(data.decode("utf-8"))
+            except ValueError as exc:
+                raise IntegrityError("channel index %s is not valid JSON: %s" % (self.channel_path(channel), exc))
+        if self._planned_entries.get(channel):
+            index = dict(index, entries=index["entries"] + self._planned_entries[channel])
         return index
 
     def load_record(self, name, version):
         path = self.catalogue_path(_artifact.validate_name(name), _artifact.validate_version(version))
+        if (name, version) in self._planned_records:
+            return self._planned_records[(name, version)]
         if not os.path.isfile(path):
             return None
         return read_json(path, "catalogue record")
@@ -633,26 +645,34 @@ class Repository(object):
             blob_ok = os.path.isfile(blob) and _artifact.sha256_file(blob) == sha256
             if not blob_ok:
                 actions.append("%s blob %s (%d bytes)" % ("repair" if os.path.exists(blob) else "store", sha256, size))
-            if record is None or record.get("state") != "active":
+            bind = record is None or record.get("state") != "active"
+            if bind:
                 actions.append("%s %s %s -> sha256 %s" % ("bind" if record is None else "reinstate", name, version, sha256))
+                record = {"name": name, "version": version, "kind": kind, "sha256": sha256, "size": size,
+                          "family": (family or name) if kind == "image" else None,
+                          "updates": list((manifest or {}).get("updates") or []),
+                          "source": os.path.basename(src), "added_by": self.actor, "added_at": self.now(),
+                          "state": "active"}
             in_first = self.exists() and self.find_entry(first, name, version) is not None
             if not in_first:
                 actions.append("enter %s %s into channel %s" % (name, version, first))
             result = {"changed": bool(actions), "actions": actions, "name": name, "version": version,
                       "sha256": sha256, "size": size, "kind": kind, "channel": first,
                       "all_channels": list((config or self.config)["channels"])}
+            if check and actions:  # kept in memory only (see __init__)
+                if config is not None:
+                    self._config = config
+                self._planned_blobs[sha256] = size
+                self._planned_records[(name, version)] = record
+                if not in_first:
+                    self._planned_entries.setdefault(first, []).append(self._entry(record, first, None, None, None))
             if check or not actions:
                 return result
             if config is not None:
                 self.write_config(config)
             if not blob_ok:
                 self._store_blob(src, sha256)
-            if record is None or record.get("state") != "active":
-                record = {"name": name, "version": version, "kind": kind, "sha256": sha256, "size": size,
-                          "family": (family or name) if kind == "image" else None,
-                          "updates": list((manifest or {}).get("updates") or []),
-                          "source": os.path.basename(src), "added_by": self.actor, "added_at": self.now(),
-                          "state": "active"}
+            if bind:
                 write_atomic(self.catalogue_path(name, version), canonical_json(record))
             if not in_first:
                 index = self.load_channel(first)
@@ -720,10 +740,12 @@ class Repository(object):
                     why = " (it was retired)"
                 raise RepositoryError("%s %s is not in repository %s%s" % (name, version, self.path, why))
             blob = self.blob_path(record["sha256"])
-            if not os.path.isfile(blob):
+            found = self._planned_blobs.get(record["sha256"])
+            if found is None and not os.path.isfile(blob):
                 raise IntegrityError("the blob of %s %s (sha256 %s) is missing from %s" % (
                     name, version, record["sha256"], self.path))
-            found = os.path.getsize(blob)  # a stat, not a read: promotion stays independent of the size
+            if found is None:
+                found = os.path.getsize(blob)  # a stat, not a read: promotion stays independent of the size
             if found != record["size"]:
                 raise IntegrityError("the blob of %s %s (sha256 %s) is damaged: the catalogue records %d bytes, %s holds %d; "
                                      "add the artifact again (state=present) to repair it" % (
@@ -791,7 +813,12 @@ class Repository(object):
         """Return (reference for the entry, (meta, raw) to store or None); raise when there is none."""
         label = "%s %s" % (record["name"], record["version"])
         if test_report:
-            report, raw = parse_test_report(test_report)
+            if isinstance(test_report, dict):  # given as a mapping (test_record): stored as canonical JSON
+                source = "test_record %s" % (test_report.get("id") or test_report.get("report_id") or "(no id)")
+                report, raw = parse_test_report(source, canonical_json(test_report))
+            else:
+                source = os.path.abspath(test_report)
+                report, raw = parse_test_report(test_report)
             problems = []
             if report["name"] != record["name"] or report["version"] != record["version"]:
                 problems.append("it is a report for %s %s" % (report["name"], report["version"]))
@@ -801,10 +828,10 @@ class Repository(object):
                 problems.append(failure_summary(report))
             if problems:
                 raise RuleError("cannot promote %s to %s: test report %s is not a passing test record for it: %s" % (
-                    label, self.production, test_report, "; ".join(problems)))
+                    label, self.production, source if isinstance(test_report, dict) else test_report, "; ".join(problems)))
             meta = dict(report, format=RECORD_FORMAT, report_format=report["format"], name=record["name"],
                         version=record["version"], sha256=record["sha256"], stored_at=self.now(),
-                        stored_by=self.actor, source=os.path.abspath(test_report))
+                        stored_by=self.actor, source=source)
             ref = {"id": report["id"], "result": "passed", "record": "records/%s/%s/%s.json" % (
                 record["name"], record["version"], report["report_sha256"]), "report_sha256": report["report_sha256"]}
             return ref, (meta, raw)

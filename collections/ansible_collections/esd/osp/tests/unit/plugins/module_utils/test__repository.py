@@ -841,3 +841,26 @@ def test_an_interrupted_plain_retire_that_deleted_the_blob_cannot_become_an_arch
         "archive of it is left (it had none); finish the retirement without an archive (state=retired)")
     assert repo.retire("payroll-agent")["changed"] is True
     assert repo.load_record("payroll-agent", "2.4.1")["state"] == "retired"
+
+
+def test_a_promotion_after_a_check_mode_add_on_the_same_object_predicts_the_real_run(repo, tmp_path):
+    artifact, ledger = package(tmp_path), package(tmp_path, name="ledger", version="1.0")
+    repo.add(ledger)
+    before = snapshot(repo.path)
+    added = repo.add(artifact, check=True)
+    promoted = repo.promote("payroll-agent", "2.4.1", "test", check=True)
+    assert snapshot(repo.path) == before
+    assert promoted["actions"] == ["promote payroll-agent 2.4.1 from build to test"]
+    assert promoted["entry"]["sha256"] == added["sha256"]
+    with pytest.raises(RuleError, match="that skips test"):  # the rules apply to the planned add as to a real one
+        repo.promote("payroll-agent", "2.4.1", "production", from_channel="build", override="",
+                     test_report={"id": "TR-9", "name": "payroll-agent", "version": "2.4.1", "result": "passed"},
+                     check=True)
+    real = Repository(repo.path, signer=repo.signer, actor="alice")
+    assert real.add(artifact)["actions"] == added["actions"]
+    assert real.promote("payroll-agent", "2.4.1", "test")["actions"] == promoted["actions"]
+    # without the planned add, the same check-mode promotion is refused
+    fresh = Repository(repo.path + "-fresh", signer=repo.signer)
+    fresh.add(ledger)
+    with pytest.raises(_repository.RepositoryError, match="payroll-agent 2.4.1 is not in repository"):
+        fresh.promote("payroll-agent", "2.4.1", "test", check=True)

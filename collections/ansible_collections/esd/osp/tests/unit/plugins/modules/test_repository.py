@@ -56,6 +56,47 @@ def test_add_and_promote_in_four_steps(env, capsys):
     assert prod["entry"]["test_record"]["id"] == "TR-9"
 
 
+def test_promotion_with_src_adds_first_and_check_mode_predicts_it(env, capsys, tmp_path):
+    """state=promoted with src: check mode on an artifact the repository has never seen predicts the real run
+    (the add, then the promotion), and a test record given as a mapping needs no file."""
+    args = dict(path=env["repo"], src=env["artifact"]["path"], name="payroll-agent", version="2.4.1", channel="test",
+                state="promoted", actor="bob")
+    planned = run(repository, capsys, _ansible_check_mode=True, _ansible_diff=True, **args)
+    assert planned["rc"] == 0, planned
+    assert not os.path.exists(env["repo"])
+    digest = env["artifact"]["sha256"]
+    assert planned["actions"] == [
+        "initialise repository %s (channels build, test, production)" % env["repo"],
+        "store blob %s (%d bytes)" % (digest, os.path.getsize(env["artifact"]["path"])),
+        "bind payroll-agent 2.4.1 -> sha256 %s" % digest,
+        "enter payroll-agent 2.4.1 into channel build",
+        "promote payroll-agent 2.4.1 from build to test"]
+    assert planned["channels"] == {"build": ["2.4.1"], "test": ["2.4.1"], "production": []}
+    done = four_steps(repository, capsys, **args)
+    assert done["actions"] == planned["actions"] and done["channels"] == planned["channels"]
+    assert done["diff"]["after"] == planned["diff"]["after"]
+
+    record = {"id": "TR-MAP", "name": "payroll-agent", "version": "2.4.1", "sha256": digest, "result": "passed"}
+    prod = four_steps(repository, capsys, path=env["repo"], src=env["artifact"]["path"], name="payroll-agent",
+                      version="2.4.1", channel="production", state="promoted", test_record=record,
+                      signing_key=env["keys"])
+    assert prod["entry"]["test_record"]["id"] == "TR-MAP"
+    assert prod["actions"] == ["store test record TR-MAP (passed)", "promote payroll-agent 2.4.1 from test to production"]
+    stored = os.path.join(env["repo"], prod["entry"]["test_record"]["record"])
+    with open(stored) as handle:
+        assert json.load(handle)["source"] == "test_record TR-MAP"
+
+    both = run(repository, capsys, path=env["repo"], name="payroll-agent", version="2.4.1", channel="production",
+               state="promoted", test_record=record, test_report=env["report"])
+    assert both["failed"] and both["msg"] == "parameters are mutually exclusive: test_report|test_record"
+    other = build(write_source(tmp_path / "other", name="ledger", version="1.0"), str(tmp_path / "other-out"))
+    wrong = run(repository, capsys, path=env["repo"], src=other["path"], name="payroll-agent", version="2.5.0",
+                channel="test", state="promoted", _ansible_check_mode=True)
+    assert wrong["failed"] and wrong["msg"] == (
+        "Failed to promote payroll-agent 2.5.0 in repository %s: cannot promote payroll-agent 2.5.0 with src %s: it is "
+        "ledger 1.0" % (env["repo"], other["path"]))
+
+
 def image(tmp_path, version, family="debian12-base"):
     path = tmp_path / "images" / ("%s-%s.img" % (family, version))
     path.parent.mkdir(parents=True, exist_ok=True)
