@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import re
 import subprocess
 
 import pytest
@@ -93,3 +94,89 @@ def test_a_check_mode_build_says_the_unit_test_did_not_run(repo_root, fleet_env)
     stats = json.loads(proc.stdout.split("CUSTOM STATS:", 1)[1].split("RUN:", 1)[1].strip().splitlines()[0])
     assert stats["esd_artifact"]["unit_test"] == "not run (check mode)"
     assert not os.path.exists(os.path.join(fleet_env["ESD_DEMO_ROOT"], "artifacts"))
+
+
+def tree(top):
+    """{relative path: sha256 or 'dir'} of everything under top ({} when it does not exist)."""
+    out = {}
+    for current, dirs, files in os.walk(top):
+        for name in dirs:
+            out[os.path.relpath(os.path.join(current, name), top)] = "dir"
+        for name in files:
+            with open(os.path.join(current, name), "rb") as handle:
+                out[os.path.relpath(os.path.join(current, name), top)] = hashlib.sha256(handle.read()).hexdigest()
+    return out
+
+
+def production_index(path):
+    with open(os.path.join(path, "channels", "production.json")) as handle:
+        return {(e["name"], e["version"]) for e in json.load(handle)["entries"]}
+
+
+def test_promote_check_predicts_a_new_artifact_and_retire_image_syncs_depots_in_tiers(repo_root, fleet_env, tmp_path):
+    """promote.yml --check on an artifact the repository has never seen (promote_src) and on a test record given as a
+    mapping predicts the real run and writes nothing; retire_image.yml refuses while a node's image cannot be read,
+    and once forced, retires the image from the repository and from a headquarters depot and a branch depot fed by
+    it (retire.yml syncs them in the tiers of distribute.yml)."""
+    root = fleet_env["ESD_DEMO_ROOT"]
+    repository = os.path.join(root, "repository")
+    (tmp_path / "nodes-ok").mkdir()
+    (tmp_path / "nodes-broken").mkdir()
+    (tmp_path / "nodes-broken" / "prod-002.json").write_text("{not json")
+    extra = tmp_path / "extra.yml"  # a branch depot fed by depot-01, and where two nodes' state files live
+    extra.write_text(json.dumps({"all": {"children": {
+        "depots": {"hosts": {"depot-02": {
+            "depot_source": "file://{{ esd_demo_root | normpath }}/hosts/depot-01/srv/esd/depot"}}},
+        "production": {"hosts": {"prod-001": {"image_node_state_dir": str(tmp_path / "nodes-ok")},
+                                 "prod-002": {"image_node_state_dir": str(tmp_path / "nodes-broken")}}}}}}))
+    image = tmp_path / "debian12-demo-1.0.img"
+    image.write_bytes(b"an OS image root filesystem\n" * 1000)
+    digest = hashlib.sha256(image.read_bytes()).hexdigest()
+    assert ansible(repo_root, fleet_env, "playbooks/keys.yml").returncode == 0
+
+    def promote(check, **extra_vars):
+        args = {"promote_name": "debian12-demo", "promote_version": "1.0", **extra_vars}
+        return ansible(repo_root, fleet_env, *(["--check"] if check else []), "playbooks/promote.yml",
+                       "-e", json.dumps(args))
+
+    to_test = {"promote_src": str(image), "promote_kind": "image", "promote_channel": "test"}
+    to_production = {"promote_test_record": {"id": "TR-IMG-1", "name": "debian12-demo", "version": "1.0",
+                                             "sha256": digest, "result": "passed"}}
+    for step in (to_test, to_production):
+        before = tree(repository)
+        checked = promote(True, **step)
+        assert checked.returncode == 0, checked.stdout[-3000:]
+        assert "changed=1" in checked.stdout and tree(repository) == before
+        done = promote(False, **step)
+        assert done.returncode == 0, done.stdout[-3000:]
+        assert "changed=1" in done.stdout
+    assert production_index(repository) == {("debian12-demo", "1.0")}
+
+    distributed = ansible(repo_root, fleet_env, "-i", str(extra), "playbooks/distribute.yml")
+    assert distributed.returncode == 0, distributed.stdout[-3000:]
+    depots = {host: os.path.join(root, "hosts", host, "srv", "esd", "depot") for host in ("depot-01", "depot-02")}
+    for path in depots.values():
+        assert production_index(path) == {("debian12-demo", "1.0")}
+        assert os.path.isfile(os.path.join(path, "blobs", "sha256", digest))
+
+    retire = ["-i", str(extra), "playbooks/retire_image.yml", "-e", "image_family=debian12-demo",
+              "-e", "image_version=1.0", "-e", "retire_image_nodes=prod-001:prod-002"]
+    refused = ansible(repo_root, fleet_env, *retire)
+    assert refused.returncode != 0
+    assert "refusing to retire debian12-demo 1.0: the image of 1 node(s) could not be read, so they may still run " \
+        "it: prod-002 (" in refused.stdout, refused.stdout[-3000:]
+    assert "Retire | retire" not in refused.stdout  # the retirement plays did not run
+    assert production_index(repository) == {("debian12-demo", "1.0")}
+
+    forced = ansible(repo_root, fleet_env, *retire, "-e", "retire_force=true")
+    assert forced.returncode == 0, forced.stdout[-3000:]
+    assert "retire_force: retiring although the image of these nodes could not be read: prod-002 (" in forced.stdout
+    assert production_index(repository) == set()
+    # depot-01 (fed by the repository) synced in tier 1, the branch depot-02 (fed by depot-01) only in tier 2
+    tier1, tier2 = forced.stdout.split("TASK [Sync depots | tier 2 |", 1)
+    mirrored = r"TASK \[esd\.osp\.depot : Depot \| sync \| Mirror the channel from [^\n]*\n(?:changed|ok): \[%s\]"
+    assert re.search(mirrored % "depot-01", tier1) and not re.search(mirrored % "depot-02", tier1), tier1[-3000:]
+    assert re.search(mirrored % "depot-02", tier2), tier2[:3000]
+    for path in depots.values():  # the branch depot synced after depot-01 had dropped the image
+        assert production_index(path) == set()
+        assert not os.path.exists(os.path.join(path, "blobs", "sha256", digest))

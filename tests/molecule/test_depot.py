@@ -2,8 +2,9 @@
 
 converge: signing keys, promotions build -> test -> production on a repository host, nginx on the repository
 host and on a depot (role esd.osp.depot), playbooks/distribute.yml, two targets installing from the depot with
-the sha256 pin of the verified index; idempotence. side_effect: a sync killed halfway and resumed; a blob
-corrupted on the depot, refused by the targets, repaired by the next sync. verify: testinfra.
+the sha256 pin of the verified index; idempotence. side_effect: a sync killed part-way (after more than 16 MiB of
+the 96 MiB medium) and resumed; a blob corrupted on the depot, refused by the targets, repaired by the next sync.
+verify: testinfra.
 """
 
 import json
@@ -20,7 +21,7 @@ def test_depot_distribution(run_molecule, tmp_path):
 
     interrupted = figures["interrupted"]
     size, partial = int(interrupted["medium_size"]), int(interrupted["partial_bytes"])
-    # killed halfway: some but not all of the medium had arrived, and the resume fetched only the rest
+    # killed part-way: some but not all of the medium had arrived, and the resume fetched only the rest
     assert 0 < partial < size
     # the corrupted blob was refused by every target at checksum verification, then repaired by one sync
     assert set(figures["refusals"]) == {"esd-depot-target01", "esd-depot-target02"}

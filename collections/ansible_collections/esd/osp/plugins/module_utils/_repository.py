@@ -12,7 +12,8 @@ On-disk layout (filesystem backend)::
       repository.json                       channels (in promotion order), max_live_images
       blobs/sha256/<hex>                    immutable artifact bytes, mode 0444, named by their sha256
       catalogue/<name>/<version>.json       the one binding name+version -> sha256 (kept as a tombstone
-                                            after retirement, so the pair can never mean other bytes)
+                                            after retirement, so the pair can never mean other bytes;
+                                            state active, retiring while a retirement runs, or retired)
       channels/<channel>.json               channel index: serial + entries (what depots serve)
       channels/<channel>.json.sig           detached Ed25519 signature (always for the last channel)
       channels/<channel>.json.pending       only while a signed index is published (staged, signed, renamed)
@@ -58,9 +59,14 @@ DEFAULT_MAX_LIVE_IMAGES = 2
 KINDS = ("package", "image", "media")
 ARCHIVE_SUFFIX = ".esdarchive"
 HEX_RE = re.compile(r"^[0-9a-f]{64}$")
+# The files promotion stores under records/<name>/<version>/ (the report and its parsed record, named by the
+# report's sha256): the only test record files an archive holds and a restore writes.
+RECORD_FILE_RE = re.compile(r"^[0-9a-f]{64}\.(json|report)$")
 CHANNEL_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 UPDATE_REF_RE = re.compile(r"^\s*([a-z0-9][a-z0-9._+-]*?)\s*(?:(==|=|>=|<=|>|<)\s*(\S+))?\s*$")
 PASSED = ("passed", "pass", "success", "succeeded", "ok")
+LIVE_STATES = ("active", "retiring")  # catalogue states of records still in the repository (retiring: see retire())
+RETIRING_KEYS = ("retiring_at", "retiring_by", "retiring_from")
 PENDING_SUFFIX = ".pending"  # channels/<channel>.json.pending: a new index staged, signed, then renamed into place
 
 
@@ -203,15 +209,17 @@ def entry_label(entry):
 
 # --- test reports (evidence for production) -----------------------------------------------------
 
-def parse_test_report(path):
+def parse_test_report(path, data=None):
     """Read a JSON or JUnit XML test report into {id, result, name, version, sha256, tests, failures}.
 
     JSON: an object with ``name``, ``version``, ``result`` (or ``status``/``outcome``), optional
     ``sha256``/``digest``, ``id``/``report_id`` and ``summary`` ({failed, errors}).
     JUnit XML: <testsuites>/<testsuite> with tests/failures/errors counts; the package identity in
     ``<property name="name|version|sha256" value="..."/>`` (``esd.`` prefixes accepted).
+    With `data`, the report's bytes are given and `path` only names them in messages.
     """
-    data = read_bytes(path)
+    if data is None:
+        data = read_bytes(path)
     if data is None:
         raise RepositoryError("test report %s does not exist" % path)
     report_sha256 = hashlib.sha256(data).hexdigest()
@@ -312,6 +320,11 @@ class Repository(object):
         self.actor = actor or default_actor()
         self.now = now
         self._config = None
+        # what a check-mode add() would have stored, so that a promotion that follows on this object (the
+        # repository module's state=promoted with src) computes what it would after a real add
+        self._planned_records = {}
+        self._planned_entries = {}
+        self._planned_blobs = {}
 
     # paths
     def p(self, *parts):
@@ -425,15 +438,20 @@ class Repository(object):
             raise RepositoryError("unknown channel %r (channels of %s: %s)" % (channel, self.path, ", ".join(self.channels)))
         data = read_bytes(self.channel_path(channel))
         if data is None:
-            return {"format": CHANNEL_FORMAT, "channel": channel, "serial": 0, "entries": []}
-        try:
-            index = json.loads(data.decode("utf-8"))
-        except ValueError as exc:
-            raise IntegrityError("channel index %s is not valid JSON: %s" % (self.channel_path(channel), exc))
+            index = {"format": CHANNEL_FORMAT, "channel": channel, "serial": 0, "entries": []}
+        else:
+            try:
+                index = json.loads(data.decode("utf-8"))
+            except ValueError as exc:
+                raise IntegrityError("channel index %s is not valid JSON: %s" % (self.channel_path(channel), exc))
+        if self._planned_entries.get(channel):
+            index = dict(index, entries=index["entries"] + self._planned_entries[channel])
         return index
 
     def load_record(self, name, version):
         path = self.catalogue_path(_artifact.validate_name(name), _artifact.validate_version(version))
+        if (name, version) in self._planned_records:
+            return self._planned_records[(name, version)]
         if not os.path.isfile(path):
             return None
         return read_json(path, "catalogue record")
@@ -533,6 +551,10 @@ class Repository(object):
             return None, False
         return doc["key_id"], doc["signed_sha256"] == hashlib.sha256(data).hexdigest()
 
+    def signs_indexes(self):
+        """Whether this repository signs its channel indexes: it has a signer, or a channel carries a signature."""
+        return self.signer is not None or any(os.path.exists(self.channel_path(c) + ".sig") for c in self.channels)
+
     def needs_signature(self, channel):
         """True when the channel must be (re)signed by self.signer: unsigned, stale or another key."""
         if self.signer is None or read_bytes(self.channel_path(channel)) is None:
@@ -623,26 +645,34 @@ class Repository(object):
             blob_ok = os.path.isfile(blob) and _artifact.sha256_file(blob) == sha256
             if not blob_ok:
                 actions.append("%s blob %s (%d bytes)" % ("repair" if os.path.exists(blob) else "store", sha256, size))
-            if record is None or record.get("state") != "active":
+            bind = record is None or record.get("state") != "active"
+            if bind:
                 actions.append("%s %s %s -> sha256 %s" % ("bind" if record is None else "reinstate", name, version, sha256))
+                record = {"name": name, "version": version, "kind": kind, "sha256": sha256, "size": size,
+                          "family": (family or name) if kind == "image" else None,
+                          "updates": list((manifest or {}).get("updates") or []),
+                          "source": os.path.basename(src), "added_by": self.actor, "added_at": self.now(),
+                          "state": "active"}
             in_first = self.exists() and self.find_entry(first, name, version) is not None
             if not in_first:
                 actions.append("enter %s %s into channel %s" % (name, version, first))
             result = {"changed": bool(actions), "actions": actions, "name": name, "version": version,
                       "sha256": sha256, "size": size, "kind": kind, "channel": first,
                       "all_channels": list((config or self.config)["channels"])}
+            if check and actions:  # kept in memory only (see __init__)
+                if config is not None:
+                    self._config = config
+                self._planned_blobs[sha256] = size
+                self._planned_records[(name, version)] = record
+                if not in_first:
+                    self._planned_entries.setdefault(first, []).append(self._entry(record, first, None, None, None))
             if check or not actions:
                 return result
             if config is not None:
                 self.write_config(config)
             if not blob_ok:
                 self._store_blob(src, sha256)
-            if record is None or record.get("state") != "active":
-                record = {"name": name, "version": version, "kind": kind, "sha256": sha256, "size": size,
-                          "family": (family or name) if kind == "image" else None,
-                          "updates": list((manifest or {}).get("updates") or []),
-                          "source": os.path.basename(src), "added_by": self.actor, "added_at": self.now(),
-                          "state": "active"}
+            if bind:
                 write_atomic(self.catalogue_path(name, version), canonical_json(record))
             if not in_first:
                 index = self.load_channel(first)
@@ -703,13 +733,19 @@ class Repository(object):
         with self.lock() if not check else _null():
             record = self.load_record(name, version)
             if record is None or record.get("state") != "active":
-                raise RepositoryError("%s %s is not in repository %s%s" % (
-                    name, version, self.path, " (it was retired)" if record else ""))
+                why = ""
+                if record is not None and record.get("state") == "retiring":
+                    why = " (its retirement was interrupted: run the retirement again to finish it)"
+                elif record is not None:
+                    why = " (it was retired)"
+                raise RepositoryError("%s %s is not in repository %s%s" % (name, version, self.path, why))
             blob = self.blob_path(record["sha256"])
-            if not os.path.isfile(blob):
+            found = self._planned_blobs.get(record["sha256"])
+            if found is None and not os.path.isfile(blob):
                 raise IntegrityError("the blob of %s %s (sha256 %s) is missing from %s" % (
                     name, version, record["sha256"], self.path))
-            found = os.path.getsize(blob)  # a stat, not a read: promotion stays independent of the size
+            if found is None:
+                found = os.path.getsize(blob)  # a stat, not a read: promotion stays independent of the size
             if found != record["size"]:
                 raise IntegrityError("the blob of %s %s (sha256 %s) is damaged: the catalogue records %d bytes, %s holds %d; "
                                      "add the artifact again (state=present) to repair it" % (
@@ -777,7 +813,12 @@ class Repository(object):
         """Return (reference for the entry, (meta, raw) to store or None); raise when there is none."""
         label = "%s %s" % (record["name"], record["version"])
         if test_report:
-            report, raw = parse_test_report(test_report)
+            if isinstance(test_report, dict):  # given as a mapping (test_record): stored as canonical JSON
+                source = "test_record %s" % (test_report.get("id") or test_report.get("report_id") or "(no id)")
+                report, raw = parse_test_report(source, canonical_json(test_report))
+            else:
+                source = os.path.abspath(test_report)
+                report, raw = parse_test_report(test_report)
             problems = []
             if report["name"] != record["name"] or report["version"] != record["version"]:
                 problems.append("it is a report for %s %s" % (report["name"], report["version"]))
@@ -787,10 +828,10 @@ class Repository(object):
                 problems.append(failure_summary(report))
             if problems:
                 raise RuleError("cannot promote %s to %s: test report %s is not a passing test record for it: %s" % (
-                    label, self.production, test_report, "; ".join(problems)))
+                    label, self.production, source if isinstance(test_report, dict) else test_report, "; ".join(problems)))
             meta = dict(report, format=RECORD_FORMAT, report_format=report["format"], name=record["name"],
                         version=record["version"], sha256=record["sha256"], stored_at=self.now(),
-                        stored_by=self.actor, source=os.path.abspath(test_report))
+                        stored_by=self.actor, source=source)
             ref = {"id": report["id"], "result": "passed", "record": "records/%s/%s/%s.json" % (
                 record["name"], record["version"], report["report_sha256"]), "report_sha256": report["report_sha256"]}
             return ref, (meta, raw)
@@ -832,12 +873,13 @@ class Repository(object):
             return result
 
     def retirement_set(self, name, version=None):
-        """The active records a retirement of name (all versions or one) takes: the package and its updates.
+        """The live records a retirement of name (all versions or one) takes: the package and its updates.
 
-        An update (a record whose ``updates`` reference ``name``) goes with every version of name; with one
-        version, it goes only when its reference matches that version (``=``/``==`` the same version,
-        ``>=``/``<=``/``>``/``<`` compared in version order, no version: any) and no other live version
-        of name still matches it: an update that still applies to a version that stays is kept.
+        Live means active, or retiring: marked by a retirement that was interrupted, which running the
+        retirement again finishes. An update (a record whose ``updates`` reference ``name``) goes with every
+        version of name; with one version, it goes only when its reference matches that version (``=``/``==``
+        the same version, ``>=``/``<=``/``>``/``<`` compared in version order, no version: any) and no other
+        active version of name still matches it: an update that still applies to a version that stays is kept.
         """
         _artifact.validate_name(name)
         every = self.records()
@@ -850,7 +892,7 @@ class Repository(object):
                    if r["name"] == name and r.get("state") == "active" and version is not None and r["version"] != version]
         chosen = []
         for record in every:
-            if record.get("state") != "active":
+            if record.get("state") not in LIVE_STATES:
                 continue
             if record["name"] == name and (version is None or record["version"] == version):
                 chosen.append(record)
@@ -870,6 +912,11 @@ class Repository(object):
 
         With archive_dir, a verifiable archive is written (and read back) first; if that fails
         nothing is retired.
+
+        Resumable: the records are marked ``retiring`` (with the archive they go to) before anything
+        else changes, then come the archive, the channels, the blobs and last the ``retired`` tombstones.
+        A run stopped at any point leaves records marked retiring, and running the same retirement
+        again finishes it, keeping the archive the stopped run wrote when it is there and intact.
         """
         with self.lock() if not check else _null():
             targets = self.retirement_set(name, version)
@@ -879,44 +926,129 @@ class Repository(object):
                                 "another image first, or force" % (
                                     ", ".join("%s %s" % (r["name"], r["version"]) for r in images), len(in_use),
                                     ", ".join(sorted(in_use)[:10]) + (" ..." if len(in_use) > 10 else "")))
+            # targets an interrupted run already archived keep that archive; the others go to a new one
+            kept = dict(((r["name"], r["version"]), r["archive"]) for r in targets if self._archived_by_interrupted_run(r))
+            to_archive = [r for r in targets if (r["name"], r["version"]) not in kept] if archive_dir else []
             actions = []
             archive = None
-            if targets and archive_dir:
+            if to_archive:
                 archive = os.path.join(archive_dir, "%s%s-%s%s" % (
                     name, "-%s" % version if version else "", self.now().replace("-", "").replace(":", ""), ARCHIVE_SUFFIX))
-                actions.append("archive %s to %s" % (", ".join("%s %s" % (r["name"], r["version"]) for r in targets), archive))
+                for record in to_archive:  # before anything is written
+                    blob = self.blob_path(record["sha256"])
+                    if os.path.isfile(blob):
+                        continue
+                    if record.get("state") == "retiring":
+                        raise IntegrityError(
+                            "cannot archive %s %s: its retirement was interrupted after its blob was deleted, and no "
+                            "intact archive of it is left (%s); finish the retirement without an archive (state=retired)" % (
+                                record["name"], record["version"], record.get("archive") or "it had none"))
+                    raise IntegrityError("cannot archive %s %s: its blob %s is missing" % (record["name"], record["version"], blob))
+                actions.append("archive %s to %s" % (", ".join("%s %s" % (r["name"], r["version"]) for r in to_archive), archive))
+            for path in sorted(set(kept.values())):
+                actions.append("keep archive %s, written by the interrupted retirement of %s" % (path, ", ".join(
+                    "%s %s" % key for key, where in sorted(kept.items()) if where == path)))
             plan = []
             for record in targets:
                 held = self.channels_holding(record["name"], record["version"])
                 for channel in held:
                     self.require_signer(channel)
-                plan.append((record, held))
-                actions.append("retire %s %s (from channels: %s)" % (record["name"], record["version"], ", ".join(held) or "none"))
+                # a resumed run reports the channels the interrupted one took it out of as well
+                held_before = [c for c in self.channels if c in held or c in (record.get("retiring_from") or [])]
+                plan.append((record, held_before))
+                actions.append("retire %s %s (from channels: %s)%s" % (
+                    record["name"], record["version"], ", ".join(held_before) or "none",
+                    " - finishing an interrupted retirement" if record.get("state") == "retiring" else ""))
             result = {"changed": bool(targets), "actions": actions,
                       "retired": [{"name": r["name"], "version": r["version"], "sha256": r["sha256"], "kind": r.get("kind"),
                                    "channels": held} for r, held in plan], "archive": None}
             if check or not targets:
                 if archive:
                     result["archive"] = {"path": archive}
+                elif kept:
+                    result["archive"] = {"path": sorted(set(kept.values()))[0]}
                 return result
+            resumed = set((r["name"], r["version"]) for r in targets if r.get("state") == "retiring")
+            archive_of = dict(kept)
+            archive_of.update(((r["name"], r["version"]), archive) for r in to_archive)
+            marked = self._mark_retiring(plan, archive_of)
             if archive:
-                result["archive"] = self._write_archive(archive, targets, name, version)
-            for channel in self.channels:
-                index = self.load_channel(channel)
-                keys = set((r["name"], r["version"]) for r in targets)
-                kept = [e for e in index["entries"] if (e["name"], e["version"]) not in keys]
-                if len(kept) != len(index["entries"]):
-                    self._write_channel(channel, kept, index)
-            live_digests = set(r["sha256"] for r in self.records() if r.get("state") == "active") - set(r["sha256"] for r in targets)
-            for record in targets:
-                if record["sha256"] not in live_digests and os.path.exists(self.blob_path(record["sha256"])):
-                    os.unlink(self.blob_path(record["sha256"]))
-                tomb = dict(record, state="retired", retired_at=self.now(), retired_by=self.actor,
-                            archive=(result["archive"] or {}).get("path"))
+                try:
+                    result["archive"] = self._write_archive(archive, to_archive, name, version)
+                except Exception:
+                    # an archive that cannot be written retires nothing: take the marks back (a run killed here
+                    # keeps them, and running it again writes the archive)
+                    for record in targets:
+                        write_atomic(self.catalogue_path(record["name"], record["version"]), canonical_json(record))
+                    raise
+            for path in sorted(set(kept.values())):
+                kept_info = self._finish_archive(path)
+                result["archive"] = result["archive"] or kept_info
+            self._drop_from_channels(marked)
+            self._delete_blobs(marked)
+            for record in marked:
+                tomb = dict(record, state="retired", retired_at=self.now(), retired_by=self.actor)
+                for key in RETIRING_KEYS:
+                    tomb.pop(key, None)
                 write_atomic(self.catalogue_path(record["name"], record["version"]), canonical_json(tomb))
-                self._event("archive_retire" if archive else "retire", name=record["name"], version=record["version"],
-                            sha256=record["sha256"], archive=tomb["archive"], forced=bool(force and in_use))
+                self._event("archive_retire" if tomb.get("archive") else "retire", name=record["name"],
+                            version=record["version"], sha256=record["sha256"], archive=tomb.get("archive"),
+                            forced=bool(force and in_use), resumed=(record["name"], record["version"]) in resumed)
             return result
+
+    def _archived_by_interrupted_run(self, record):
+        """True when `record` is marked retiring by an interrupted run whose archive exists, verifies and holds it."""
+        path = record.get("archive") if record.get("state") == "retiring" else None
+        if not path or not os.path.isfile(path):
+            return False
+        try:
+            manifest = verify_archive(path)["manifest"]
+        except RepositoryError:
+            return False
+        return any(p["record"]["name"] == record["name"] and p["record"]["version"] == record["version"]
+                   and p["record"]["sha256"] == record["sha256"] for p in manifest["packages"])
+
+    def _mark_retiring(self, plan, archive_of):
+        """Step 1: mark every target retiring (with its archive and the channels it leaves); return the marked records."""
+        now = self.now()
+        marked = []
+        for record, held in plan:
+            mark = dict(record, state="retiring", archive=archive_of.get((record["name"], record["version"])),
+                        retiring_from=held)
+            if record.get("state") != "retiring":
+                mark.update(retiring_at=now, retiring_by=self.actor)
+            if mark != record:
+                write_atomic(self.catalogue_path(record["name"], record["version"]), canonical_json(mark))
+            marked.append(mark)
+        return marked
+
+    def _finish_archive(self, path):
+        """An archive an interrupted run wrote: put back its .sha256 if the run stopped before it; describe it."""
+        digest = _artifact.sha256_file(path)
+        if read_bytes(path + ".sha256") is None:
+            write_atomic(path + ".sha256", ("%s  %s\n" % (digest, os.path.basename(path))).encode("utf-8"))
+        return {"path": path, "sha256": digest, "size": os.path.getsize(path), "signed_by": archive_key_id(path)}
+
+    def _drop_from_channels(self, records):
+        """Step 3: take the records out of every channel that still lists them."""
+        keys = set((r["name"], r["version"]) for r in records)
+        for channel in self.channels:
+            index = self.load_channel(channel)
+            kept = [e for e in index["entries"] if (e["name"], e["version"]) not in keys]
+            if len(kept) != len(index["entries"]):
+                self._write_channel(channel, kept, index)
+
+    def _delete_blobs(self, records):
+        """Step 4: delete the records' blobs, unless another live record (or one still retiring) has the same bytes."""
+        keys = set((r["name"], r["version"]) for r in records)
+        live = set(r["sha256"] for r in self.records()
+                   if r.get("state") in LIVE_STATES and (r["name"], r["version"]) not in keys)
+        for digest in sorted(set(r["sha256"] for r in records) - live):
+            self._delete_blob(digest)
+
+    def _delete_blob(self, sha256):
+        if os.path.exists(self.blob_path(sha256)):
+            os.unlink(self.blob_path(sha256))
 
     # --- archives --------------------------------------------------------------------------
 
@@ -933,10 +1065,13 @@ class Repository(object):
             if not os.path.isfile(blob):
                 raise IntegrityError("cannot archive %s %s: its blob %s is missing" % (record["name"], record["version"], blob))
             members.append((blob_relpath(record["sha256"]), blob, record["sha256"]))
+            # the record as it was live (a run resumed after an interruption finds it marked retiring)
+            record = dict(dict((k, v) for k, v in record.items() if k not in RETIRING_KEYS + ("archive",)), state="active")
             records = []
             folder = self.p("records", record["name"], record["version"])
             if os.path.isdir(folder):
-                for filename in sorted(os.listdir(folder)):
+                # only the files promotion wrote (anything else there is no test record, and restore refuses other paths)
+                for filename in sorted(f for f in os.listdir(folder) if RECORD_FILE_RE.match(f)):
                     full = os.path.join(folder, filename)
                     rel = "records/%s/%s/%s" % (record["name"], record["version"], filename)
                     digest = _artifact.sha256_file(full)
@@ -975,11 +1110,18 @@ class Repository(object):
     def restore(self, archive, public_keys=None, check=False):
         """Bring an archived package back: blobs, catalogue records, test records, first channel.
 
-        The archive is verified first. Restored versions re-enter the first channel only and go
-        through the ordinary promotions again (their test records come back, so production is
-        reachable without re-testing the same bytes).
+        The archive is verified first: its digests, the paths it lists (only those archive-retire writes),
+        and its signature against `public_keys` and the key of self.signer. A repository that signs its
+        channel indexes restores only a signed archive, so it needs keys to trust. Restored versions
+        re-enter the first channel only and go through the ordinary promotions again (their test records
+        come back, so production is reachable without re-testing the same bytes).
         """
-        info = verify_archive(archive, public_keys)
+        trusted = list(public_keys or []) + ([self.signer.public_key] if self.signer is not None else [])
+        if not trusted and self.signs_indexes():
+            raise IntegrityError("refusing to restore %s into %s: the repository signs its channel indexes, so it restores "
+                                 "only an archive signed by a key it trusts; give public_keys, or signing_key (the keys of "
+                                 "its keyring are trusted)" % (archive, self.path))
+        info = verify_archive(archive, trusted)
         manifest = info["manifest"]
         first = self.channels[0]
         with self.lock() if not check else _null():
@@ -1006,12 +1148,14 @@ class Repository(object):
                     wanted = [blob_relpath(record["sha256"])] + [r["path"] for r in package["records"]]
                     for rel in wanted:
                         dest = self.p(*rel.split("/"))
+                        if os.path.normpath(dest) != dest or not dest.startswith(self.path + os.sep):
+                            raise IntegrityError("archive %s lists %s, which is outside repository %s" % (archive, rel, self.path))
                         if rel.startswith("blobs/") and os.path.isfile(dest) and _artifact.sha256_file(dest) == record["sha256"]:
                             continue
                         _extract_member(tar, tar.getmember(rel), dest, 0o444 if rel.startswith("blobs/") else 0o644)
                     restored = dict(record, state="active", restored_from=os.path.abspath(archive),
                                     restored_at=self.now(), restored_by=self.actor)
-                    for key in ("retired_at", "retired_by", "archive"):
+                    for key in ("retired_at", "retired_by", "archive") + RETIRING_KEYS:
                         restored.pop(key, None)
                     write_atomic(self.catalogue_path(record["name"], record["version"]), canonical_json(restored))
                     index = self.load_channel(first)
@@ -1099,6 +1243,16 @@ def _extract_member(tar, member, dest, mode):
             os.unlink(tmp)
 
 
+def archive_key_id(path):
+    """The id of the key that signed an archive's manifest, as its signature says (not verified), or None."""
+    try:
+        with tarfile.open(path, mode="r:") as tar:
+            member = tar.getmember("ARCHIVE.json.sig")
+            return _signing.parse_signature(tar.extractfile(member).read(), path)["key_id"]
+    except (KeyError, tarfile.TarError, OSError, _signing.SignatureError):
+        return None
+
+
 def archive_scope(path):
     """The {name, version} an archive was written for, read without verifying anything (None if unreadable)."""
     try:
@@ -1109,6 +1263,40 @@ def archive_scope(path):
             return json.loads(tar.extractfile(member).read().decode("utf-8")).get("scope")
     except (tarfile.TarError, OSError, ValueError):
         return None
+
+
+def check_archive_manifest(path, manifest):
+    """Refuse an archive manifest that lists anything archive-retire does not write: every package record has a
+    valid name, version and sha256, and every test record path is records/<name>/<version>/<64 hex>.json|.report
+    of that package. Restore builds its destinations from these, so nothing else may reach the filesystem."""
+    packages = manifest.get("packages")
+    if not isinstance(packages, list):
+        raise IntegrityError("archive %s is not restorable: its manifest has no list of packages" % path)
+    for package in packages:
+        record = package.get("record") if isinstance(package, dict) else None
+        if not isinstance(record, dict):
+            raise IntegrityError("archive %s is not restorable: a package in its manifest has no record" % path)
+        try:
+            name = _artifact.validate_name(record.get("name"))
+            version = _artifact.validate_version(record.get("version"))
+        except _artifact.ArtifactError as exc:
+            raise IntegrityError("archive %s is not restorable: a package record's %s" % (path, exc))
+        if not isinstance(record.get("sha256"), str) or not HEX_RE.match(record["sha256"]):
+            raise IntegrityError("archive %s is not restorable: the record of %s %s has sha256 %r, not 64 lower-case hex "
+                                 "digits" % (path, name, version, record.get("sha256")))
+        records = package.get("records")
+        if not isinstance(records, list):
+            raise IntegrityError("archive %s is not restorable: %s %s has no list of test records" % (path, name, version))
+        prefix = "records/%s/%s/" % (name, version)
+        for rec in records:
+            rel = rec.get("path") if isinstance(rec, dict) else None
+            if not (isinstance(rel, str) and rel.startswith(prefix) and RECORD_FILE_RE.match(rel[len(prefix):])):
+                raise IntegrityError("archive %s is not restorable: it lists the test record path %r for %s %s; an archive "
+                                     "holds test records only as %s<64 hex digits>.json or .report" % (
+                                         path, rel, name, version, prefix))
+            if not isinstance(rec.get("sha256"), str) or not HEX_RE.match(rec["sha256"]):
+                raise IntegrityError("archive %s is not restorable: test record %s has sha256 %r, not 64 lower-case hex "
+                                     "digits" % (path, rel, rec.get("sha256")))
 
 
 def verify_archive(path, public_keys=None):
@@ -1129,8 +1317,9 @@ def verify_archive(path, public_keys=None):
                 raise IntegrityError("%s is not an esd.osp archive (no ARCHIVE.json)" % path)
             manifest_bytes = tar.extractfile(members["ARCHIVE.json"]).read()
             manifest = json.loads(manifest_bytes.decode("utf-8"))
-            if manifest.get("format") != ARCHIVE_FORMAT:
-                raise IntegrityError("%s has an unknown archive format %r" % (path, manifest.get("format")))
+            if not isinstance(manifest, dict) or manifest.get("format") != ARCHIVE_FORMAT:
+                raise IntegrityError("%s has an unknown archive format %r" % (
+                    path, manifest.get("format") if isinstance(manifest, dict) else None))
             signed_by = None
             if public_keys:
                 sig = tar.extractfile(members["ARCHIVE.json.sig"]).read() if "ARCHIVE.json.sig" in members else None
@@ -1138,6 +1327,7 @@ def verify_archive(path, public_keys=None):
                     signed_by = _signing.verify_detached(manifest_bytes, sig, public_keys, "archive manifest of %s" % path)
                 except _signing.SignatureError as exc:
                     raise IntegrityError(str(exc))
+            check_archive_manifest(path, manifest)
             expected = {}
             for package in manifest["packages"]:
                 expected[blob_relpath(package["record"]["sha256"])] = package["record"]["sha256"]

@@ -15,6 +15,7 @@ A keyring is a directory::
 
     keyring.json      {"format": "esd.osp/keyring/v1", "active": "<key id>", "keys": [...]}
     <key id>.pem      the private key (PKCS#8 PEM, mode 0600, optionally passphrase-encrypted)
+    keyring.json.lock held (flock) while a change reads and rewrites keyring.json
 
 Each key in ``keys`` has ``id``, ``algorithm`` ("ed25519"), ``public_key`` (``ed25519:<base64>``),
 ``created_at``, ``created_by`` and ``status``: ``active`` (signs), ``retired`` (no longer signs, still
@@ -31,6 +32,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -51,6 +54,7 @@ except ImportError as _import_error:  # pragma: no cover - depends on the host
 SIGNATURE_FORMAT = "esd.osp/signature/v1"
 KEYRING_FORMAT = "esd.osp/keyring/v1"
 KEYRING_FILE = "keyring.json"
+LOCK_SUFFIX = ".lock"  # keyring.json.lock: serialises changes to the keyring
 ALGORITHM = "ed25519"
 KEY_PREFIX = "ed25519:"
 
@@ -366,14 +370,31 @@ class Keyring(object):
             actions.append("revoke %s" % kid)
         return actions
 
+    @contextlib.contextmanager
+    def lock(self):
+        """Hold an exclusive flock on keyring.json.lock while keyring.json is read, changed and rewritten: two
+        concurrent rotations otherwise both read the same keys and the second write loses the first's new key.
+        Waits for a holder (key changes are short)."""
+        fd = os.open(self.file + LOCK_SUFFIX, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
     def apply(self, state, revoke, actor, passphrase=None):
         """Create / rotate / revoke as planned; return the list of actions performed."""
         require_cryptography()
-        actions = self.plan(state, revoke)
+        if not self.plan(state, revoke):
+            return []
+        os.makedirs(self.path, 0o700, exist_ok=True)
+        with self.lock():
+            return self._apply(state, revoke, actor, passphrase)
+
+    def _apply(self, state, revoke, actor, passphrase):
+        actions = self.plan(state, revoke)  # again under the lock: another run may have changed the keyring
         if not actions:
             return actions
-        if not os.path.isdir(self.path):
-            os.makedirs(self.path, 0o700)
         data = self.load() if self.exists() else {"format": KEYRING_FORMAT, "active": None, "keys": []}
         if not self.exists() or state == "rotated":
             signer = Signer.generate()

@@ -34,14 +34,21 @@ options:
   state:
     description:
       - V(present) adds the artifact O(src) (its bytes by sha256, its catalogue record) to the first channel.
-      - V(promoted) enters O(name) O(version) into O(channel) from the channel before it (or O(from_channel)).
+      - V(promoted) enters O(name) O(version) into O(channel) from the channel before it (or O(from_channel)). With
+        O(src), the artifact is added to the first channel first (as V(present) would), in the same call, so check
+        mode predicts the promotion of an artifact that is not in the repository yet.
       - V(absent) deletes O(name) (all versions, or O(version)) from one O(channel); bytes and other channels stay.
       - V(retired) takes O(name) (all versions, or O(version)) and every update of it out of every channel and deletes
         its bytes, without an archive. With O(version), an update goes only when its reference (C(updates) in its
         manifest, for example C(payroll-agent>=3.0)) matches that version, compared in version order, and matches no
         other version of O(name) that stays; an update naming no version goes with the last version of O(name).
       - V(archived) writes a verifiable archive of the same set to O(archive_dir) first, reads it back, then retires.
-      - V(restored) brings the packages of the archive O(src) back (verified first) into the first channel.
+      - V(retired) and V(archived) are resumable. They first mark the records C(retiring) (with the archive they go to),
+        then write the archive, rewrite the channels, delete the blobs and last mark the records C(retired). A run
+        stopped at any point is finished by running it again, which keeps the archive the stopped run wrote when it
+        is there and intact. Until then, the records marked C(retiring) cannot be promoted.
+      - V(restored) brings the packages of the archive O(src) back (verified first, see O(public_keys)) into the first
+        channel.
       - V(signed) (re-)signs the channel indexes with O(signing_key), for example after a key rotation.
     type: str
     choices: [present, promoted, absent, retired, archived, restored, signed]
@@ -49,6 +56,8 @@ options:
   src:
     description:
       - For O(state=present), the artifact file on the managed host (an esd.osp package, an image or media file).
+      - For O(state=promoted), optionally the same, added first (if it is not there yet), then promoted. Without
+        O(kind) it must be an esd.osp package whose manifest names O(name) O(version).
       - For O(state=restored), the archive file written by O(state=archived).
     type: path
   name:
@@ -83,11 +92,16 @@ options:
     type: str
   test_report:
     description:
-      - A test report on the managed host proving that exactly this artifact passed its tests; needed to promote into
-        the last channel unless a passing record of the same bytes is already stored.
+      - A test report on the managed host proving that exactly this artifact passed its tests; needed (or
+        O(test_record)) to promote into the last channel unless a passing record of the same bytes is already stored.
       - JSON (C(name), C(version), C(result), optional C(sha256), C(id), C(summary.failed)) or JUnit XML (counts on
         C(testsuite), identity in C(<property name="name|version|sha256">)).
     type: path
+  test_record:
+    description:
+      - The same as O(test_report), given as a mapping (for example C({id, name, version, sha256, result})) instead of
+        a file; stored in the repository as canonical JSON. Mutually exclusive with O(test_report).
+    type: dict
   override:
     description: The reason for skipping a site; required when O(from_channel) is not the channel before O(channel). Recorded.
     type: str
@@ -116,7 +130,12 @@ options:
   public_keys:
     description:
       - Trusted public keys (C(ed25519:<base64>)) to verify the archive's signature with, for O(state=restored).
-        When given, an unsigned or wrongly signed archive is refused.
+        The keys of the O(signing_key) keyring (or the key of a PEM O(signing_key)) are trusted too.
+      - When any key is trusted, an unsigned or wrongly signed archive is refused. A repository that signs its channel
+        indexes (it has a signed channel, or O(signing_key) is given) restores only a signed archive, so it refuses to
+        restore when no key is trusted.
+      - Whatever the keys, an archive listing a file other than the blobs and test records (C(records/<name>/<version>/<sha256>.json)
+        or C(.report)) that O(state=archived) writes is refused before anything is written.
     type: list
     elements: str
     default: []
@@ -265,6 +284,7 @@ channels:
   sample: {build: ["2.4.1"], test: ["2.4.1"], production: ["2.4.1"]}
 """
 
+import os
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
@@ -319,6 +339,26 @@ class RepositoryModule(object):
             self.module.fail_json(msg=missing_required_lib("cryptography"), exception=_signing.CRYPTOGRAPHY_IMPORT_ERROR)
         return _signing.load_signer(self.params["signing_key"], self.params["signing_key_passphrase"])
 
+    def trusted_keys(self):
+        """The keys an archive to restore may be signed by: public_keys, and the keys of the signing_key keyring
+        (retired ones too, for archives written before a rotation; the signer's own key is always trusted)."""
+        keys = list(self.params["public_keys"])
+        if self.params["signing_key"] and os.path.isdir(self.params["signing_key"]):
+            keys += _signing.Keyring(self.params["signing_key"]).public_keys()
+        return keys
+
+    def add_before_promotion(self, repo, check):
+        """state=promoted with src: add the artifact to the first channel first. Without kind, src must be an
+        esd.osp package, read from its manifest, that is the name and version being promoted."""
+        p = self.params
+        kind = p["kind"]
+        added = repo.add(p["src"], name=p["name"] if kind else None, version=p["version"] if kind else None, kind=kind,
+                         family=p["family"], channels=p["channels"], max_live_images=p["max_live_images"], check=check)
+        if (added["name"], added["version"]) != (p["name"], p["version"]):
+            raise _repository.RepositoryError("cannot promote %s %s with src %s: it is %s %s" % (
+                p["name"], p["version"], p["src"], added["name"], added["version"]))
+        return added
+
     def run(self):
         p = self.params
         check = self.module.check_mode
@@ -335,17 +375,24 @@ class RepositoryModule(object):
         before = membership(repo, name)
         limit_before = repo.config.get("max_live_images") if repo.exists() else None
         configured = {"changed": False, "actions": []}
+        added = None
         if state == "present":
             result = repo.add(p["src"], name=p["name"], version=p["version"], kind=p["kind"], family=p["family"],
                               channels=p["channels"], max_live_images=p["max_live_images"], check=check)
         else:
+            if state == "promoted" and p["src"]:
+                # in check mode the planned add stays in memory on repo, so the promotion below sees it
+                added = self.add_before_promotion(repo, check)
             if p["channels"] is not None or p["max_live_images"] is not None:
                 # under the repository lock, before the operation, which then applies the new limit
                 configured = repo.configure(p["channels"], p["max_live_images"], check=check)
             if state == "promoted":
                 result = repo.promote(name, p["version"], p["channel"], from_channel=p["from_channel"],
-                                      evidence=p["evidence"], test_report=p["test_report"], override=p["override"],
-                                      check=check)
+                                      evidence=p["evidence"], test_report=p["test_record"] or p["test_report"],
+                                      override=p["override"], check=check)
+                if added is not None:
+                    result = dict(result, changed=added["changed"] or result["changed"],
+                                  actions=added["actions"] + result["actions"])
             elif state == "absent":
                 result = repo.delete(name, p["channel"], version=p["version"], check=check)
                 result["deleted"] = [dict((k, e[k]) for k in ("name", "version", "sha256")) for e in result["entries"]]
@@ -355,15 +402,17 @@ class RepositoryModule(object):
                                      archive_dir=archive_dir, check=check)
                 result["name"] = name
             elif state == "restored":
-                result = repo.restore(p["src"], public_keys=p["public_keys"], check=check)
+                result = repo.restore(p["src"], public_keys=self.trusted_keys(), check=check)
                 result["name"] = name
             else:
                 result = repo.sign(check=check)
-        channels = result.get("all_channels") or repo.channels
+        channels = result.get("all_channels") or (added or {}).get("all_channels") or repo.channels
         if not name:
             after = {}  # membership is per name; without one, check mode must not invent empty channels
+        elif check:
+            after = simulate(simulate(before, "present", added, channels) if added else before, state, result, channels)
         else:
-            after = simulate(before, state, result, channels) if check else membership(repo, name)
+            after = membership(repo, name)
         out = {"changed": configured["changed"] or result["changed"], "actions": configured["actions"] + result["actions"]}
         for key in ("entry", "sha256", "size", "retired", "deleted", "archive", "restored", "key_id"):
             if key in result:
@@ -396,6 +445,7 @@ def main():
             from_channel=dict(type="str"),
             evidence=dict(type="str"),
             test_report=dict(type="path"),
+            test_record=dict(type="dict"),
             override=dict(type="str"),
             force=dict(type="bool", default=False),
             in_use=dict(type="list", elements="str", default=[]),
@@ -416,6 +466,7 @@ def main():
             ("state", "restored", ("src",)),
             ("state", "signed", ("signing_key",)),
         ],
+        mutually_exclusive=[("test_report", "test_record")],
         supports_check_mode=True,
     )
     params = module.params

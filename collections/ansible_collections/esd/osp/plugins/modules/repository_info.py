@@ -13,9 +13,10 @@ version_added: 0.1.0
 description:
   - Reports the channels of a repository (serial, entries, signing key) and the catalogue of name/version bindings,
     optionally filtered by channel, name and version. Never changes anything.
-  - With O(public_keys) (or O(keyring)), every signed channel index is verified; with O(verify_blobs), every listed
-    blob is re-hashed. Problems are listed in RV(problems) and RV(valid) says whether there were none; the module does
-    not fail on them unless O(fail_on_problems).
+  - With O(public_keys) (or O(keyring)), every signed channel index (and the production index, which must be signed) is
+    verified; without them no signature is checked and RV(signatures) says V(not checked). With O(verify_blobs),
+    every listed blob is re-hashed. Problems are listed in RV(problems) and RV(valid) says whether there were none;
+    the module does not fail on them unless O(fail_on_problems).
 author:
   - esd.osp developers (@esd-osp)
 options:
@@ -97,15 +98,26 @@ channels:
     production:
       serial: 7
       signed_by: 3b6f0c9a1d2e4f50
-      verified: true
+      verified: true  # null when not checked (no keys given, or an unsigned channel that need not be signed)
       entries:
         - {name: payroll-agent, version: 2.4.1, kind: package, sha256: 9f2c..., size: 20480, promoted_by: alice}
 catalogue:
-  description: The (filtered) name/version bindings, including retired ones (state retired).
+  description:
+    - The (filtered) name/version bindings, including retired ones (state C(retired)).
+    - State C(retiring) marks records of a retirement that was interrupted; running it again finishes it.
   returned: when the repository exists
   type: list
   elements: dict
   sample: [{name: payroll-agent, version: 2.4.1, sha256: 9f2c..., size: 20480, state: active, added_by: bob}]
+signatures:
+  description:
+    - V(verified) when keys were given and every signed channel index verified; V(failed) when one did not;
+      V(not checked) when no keys were given, or no channel index is signed yet (RV(valid) then says nothing about
+      the signatures).
+    - An interrupted publication is found without keys, and listed in RV(problems) either way.
+  returned: when the repository exists
+  type: str
+  sample: verified
 problems:
   description: Signature and blob problems found (empty when there were none).
   returned: always
@@ -113,7 +125,7 @@ problems:
   elements: str
   sample: ["blob 9f2c... of payroll-agent 2.4.1 (channel production) is corrupt: its content does not match its sha256"]
 valid:
-  description: True when no problem was found.
+  description: True when no problem was found (signatures count only when they were checked, see RV(signatures)).
   returned: always
   type: bool
   sample: true
@@ -143,8 +155,10 @@ def gather(params):
                                  updated_at=index.get("updated_at"), updated_by=index.get("updated_by"))
     catalogue = [r for r in repo.records(params["name"])
                  if not params["version"] or r["version"] == params["version"]]
+    checked = [info["verified"] for info in report["channels"].values() if info["verified"] is not None]
+    signatures = "not checked" if not (keys and checked) else ("failed" if False in checked else "verified")
     return {"exists": True, "config": repo.config, "channels": channels, "catalogue": catalogue,
-            "problems": report["problems"], "valid": report["valid"]}
+            "signatures": signatures, "problems": report["problems"], "valid": report["valid"]}
 
 
 def main():

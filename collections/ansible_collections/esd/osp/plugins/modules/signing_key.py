@@ -13,6 +13,8 @@ version_added: 0.1.0
 description:
   - Manages a keyring directory (C(keyring.json) plus one C(<key id>.pem) private key per usable key, mode 0600).
     The active key signs channel indexes (see M(esd.osp.repository) O(esd.osp.repository#module:signing_key)).
+    A change holds a lock on C(keyring.json.lock) while it reads and rewrites C(keyring.json), so concurrent
+    rotations or revocations wait for each other and none loses a key.
   - V(present) creates the keyring with a first key when it does not exist, and otherwise changes nothing.
   - V(rotated) generates a new active key; the previous one becomes C(retired), still trusted for verification so
     indexes signed before the rotation keep verifying until they are re-signed (M(esd.osp.repository)

@@ -609,3 +609,258 @@ def test_one_writer_at_a_time(repo, tmp_path):
     with repo.lock():
         with pytest.raises(_repository.RepositoryError, match="is locked by another run \\(pid %d\\)" % os.getpid()):
             Repository(repo.path).promote("payroll-agent", "2.4.1", "test")
+
+
+# --- restore refuses crafted archives -----------------------------------------------------------
+
+def crafted_archive(path, record_path, signer=None, name="payroll-agent", version="9.9"):
+    """An archive as an attacker would build it: a real blob, and a 'test record' at `record_path`."""
+    blob, evil = b"not really a package", b"written where it should not be\n"
+    digest = hashlib.sha256(blob).hexdigest()
+    manifest = {"format": _repository.ARCHIVE_FORMAT, "created_at": "2026-01-01T00:00:00Z", "created_by": "mallory",
+                "repository": "/elsewhere", "scope": {"name": name, "version": version},
+                "packages": [{"record": {"name": name, "version": version, "kind": "package", "sha256": digest,
+                                         "size": len(blob), "state": "retired"},
+                              "channels": {},
+                              "records": [{"path": record_path, "sha256": hashlib.sha256(evil).hexdigest()}]}],
+                "blobs": [{"sha256": digest, "size": len(blob)}]}
+    manifest_bytes = _repository.canonical_json(manifest)
+    with tarfile.open(path, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        _repository._add_bytes(tar, "ARCHIVE.json", manifest_bytes)
+        if signer is not None:
+            _repository._add_bytes(tar, "ARCHIVE.json.sig", _signing.make_signature(manifest_bytes, signer))
+        _repository._add_bytes(tar, "blobs/sha256/%s" % digest, blob)
+        _repository._add_bytes(tar, record_path, evil)
+    return str(path)
+
+
+ESCAPE = "catalogue/payroll-agent/../../../evil.txt"
+
+
+def test_a_signing_repository_refuses_an_unsigned_or_untrusted_archive_and_writes_nothing(repo, tmp_path, keyring):
+    repo.add(package(tmp_path))
+    archive = crafted_archive(tmp_path / "crafted.esdarchive", "records/payroll-agent/9.9/%s.json" % ("a" * 64))
+    before = snapshot(repo.path)
+    with pytest.raises(IntegrityError, match="is not signed \\(no .sig file\\); refusing to trust it"):
+        repo.restore(archive)
+    stranger = _signing.Signer.generate()
+    signed_by_stranger = crafted_archive(tmp_path / "stranger.esdarchive", "records/payroll-agent/9.9/%s.json" % ("a" * 64),
+                                         signer=stranger)
+    with pytest.raises(IntegrityError, match="is signed by key %s, which is not trusted here" % stranger.key_id):
+        repo.restore(signed_by_stranger, public_keys=keyring.public_keys())
+    # without a signer, the repository still signs its indexes (production has a .sig): it needs keys to trust
+    to_production(repo, tmp_path, "payroll-agent", "2.4.1")
+    before = snapshot(repo.path)
+    with pytest.raises(IntegrityError) as refused:
+        Repository(repo.path).restore(archive)
+    assert str(refused.value) == (
+        "refusing to restore %s into %s: the repository signs its channel indexes, so it restores only an archive "
+        "signed by a key it trusts; give public_keys, or signing_key (the keys of its keyring are trusted)" % (
+            archive, repo.path))
+    assert snapshot(repo.path) == before
+
+
+@pytest.mark.parametrize("record_path", [ESCAPE, "records/payroll-agent/9.9/../../../../evil.txt",
+                                         "records/other/9.9/%s.json" % ("a" * 64), "records/payroll-agent/9.9/notes.txt",
+                                         "/tmp/evil.txt"])
+def test_an_archive_listing_a_path_archive_retire_never_writes_is_refused_even_when_signed(
+        repo, tmp_path, keyring, record_path):
+    repo.add(package(tmp_path))
+    archive = crafted_archive(tmp_path / "crafted.esdarchive", record_path, signer=keyring.active_signer())
+    before, outside = snapshot(repo.path), sorted(os.listdir(str(tmp_path)))
+    with pytest.raises(IntegrityError) as refused:
+        repo.restore(archive)
+    assert str(refused.value) == (
+        "archive %s is not restorable: it lists the test record path %r for payroll-agent 9.9; an archive holds test "
+        "records only as records/payroll-agent/9.9/<64 hex digits>.json or .report" % (archive, record_path))
+    assert snapshot(repo.path) == before and sorted(os.listdir(str(tmp_path))) == outside
+    assert not os.path.exists(str(tmp_path / "evil.txt"))
+    # an unsigned repository (nothing signed yet, no signer) refuses it just the same
+    plain = Repository(str(tmp_path / "plain"), actor="bob")
+    plain.add(package(tmp_path, version="1.0"))
+    with pytest.raises(IntegrityError, match="is not restorable: it lists the test record path"):
+        plain.restore(crafted_archive(tmp_path / "unsigned.esdarchive", record_path))
+    assert not os.path.exists(str(tmp_path / "evil.txt"))
+
+
+def test_a_crafted_package_record_is_refused(repo, tmp_path, keyring):
+    repo.add(package(tmp_path))
+    archive = crafted_archive(tmp_path / "crafted.esdarchive", "records/x/1/%s.json" % ("a" * 64),
+                              signer=keyring.active_signer(), name="../../x", version="1")
+    with pytest.raises(IntegrityError, match="is not restorable: a package record's name must be lower-case letters"):
+        repo.restore(archive)
+
+
+# --- an interrupted retirement finishes when it runs again ---------------------------------------
+
+class Killed(BaseException):
+    """The process stops here (a kill: no exception handler of the code under test runs)."""
+
+
+def ticking_clock():
+    seconds = iter(range(10 ** 6))
+    return lambda: "2026-03-02T10:%02d:%02dZ" % divmod(next(seconds) % 3600, 60)
+
+
+def stop_after(method, calls=1):
+    """Wrap Repository.<method>: run it `calls` times, then stop the process at the next call."""
+    original = getattr(Repository, method)
+    seen = []
+
+    def wrapper(self, *args, **kwargs):
+        seen.append(1)
+        if len(seen) > calls:
+            raise Killed(method)
+        return original(self, *args, **kwargs)
+    return wrapper
+
+
+def killed_after(method, calls=0):
+    """Wrap Repository.<method>: run it, and stop the process right after its call number `calls` + 1."""
+    original = getattr(Repository, method)
+    seen = []
+
+    def wrapper(self, *args, **kwargs):
+        result = original(self, *args, **kwargs)
+        seen.append(1)
+        if len(seen) > calls:
+            raise Killed(method)
+        return result
+    return wrapper
+
+
+def mark_first_then_stop():
+    """Wrap Repository._mark_retiring: mark the first record only, then stop the process."""
+    original = Repository._mark_retiring
+
+    def wrapper(self, plan, archive_of):
+        original(self, plan[:1], archive_of)
+        raise Killed("_mark_retiring")
+    return wrapper
+
+
+INTERRUPTIONS = {
+    "while marking the records": ("_mark_retiring", mark_first_then_stop),
+    "before the archive is written": ("_write_archive", lambda: stop_after("_write_archive", 0)),
+    "after the archive, before the channels": ("_write_archive", lambda: killed_after("_write_archive")),
+    "after the channels, before the blobs": ("_drop_from_channels", lambda: killed_after("_drop_from_channels")),
+    "between two blob deletions": ("_delete_blob", lambda: stop_after("_delete_blob", 1)),
+    "after the blobs, before the tombstones": ("_delete_blobs", lambda: killed_after("_delete_blobs")),
+    "between two tombstones": ("_event", lambda: killed_after("_event")),
+}
+
+
+@pytest.mark.parametrize("where", sorted(INTERRUPTIONS))
+def test_an_interrupted_archive_retire_finishes_when_run_again(tmp_path, keyring, monkeypatch, where):
+    repo = Repository(str(tmp_path / "repo"), signer=keyring.active_signer(), actor="alice", now=ticking_clock())
+    artifact = package(tmp_path)
+    base = repo.add(artifact)["sha256"]
+    update = repo.add(package(tmp_path, name="payroll-agent-hotfix", version="1",
+                              extra_spec="updates: [payroll-agent]\n"))["sha256"]
+    other = repo.add(package(tmp_path, name="ledger", version="1.0"))["sha256"]
+    for name, version in (("payroll-agent", "2.4.1"), ("payroll-agent-hotfix", "1"), ("ledger", "1.0")):
+        to_production(repo, tmp_path, name, version)
+    archives = str(tmp_path / "archives")
+    method, patch = INTERRUPTIONS[where]
+    with monkeypatch.context() as patched:
+        patched.setattr(Repository, method, patch())
+        with pytest.raises(Killed):
+            repo.retire("payroll-agent", archive_dir=archives)
+    planned = repo.load_record("payroll-agent", "2.4.1").get("archive")
+    first_archive_written = planned is not None and os.path.isfile(planned)
+    retiring = [r for r in repo.records() if r.get("state") == "retiring"]
+    assert retiring, "the stopped run left no record marked retiring"
+    with pytest.raises(_repository.RepositoryError) as refused:
+        repo.promote(retiring[0]["name"], retiring[0]["version"], "production")
+    assert str(refused.value) == "%s %s is not in repository %s (its retirement was interrupted: run the retirement " \
+        "again to finish it)" % (retiring[0]["name"], retiring[0]["version"], repo.path)
+
+    left = sorted(r["name"] for r in repo.records() if r["state"] != "retired" and r["name"] != "ledger")
+    before = snapshot(repo.path)
+    plan = repo.retire("payroll-agent", archive_dir=archives, check=True)
+    assert snapshot(repo.path) == before
+
+    result = repo.retire("payroll-agent", archive_dir=archives)
+    assert result["changed"] is True and result["retired"] == plan["retired"]
+    # what the stopped run had not finished, with every channel it left (the stopped run took some out already)
+    assert sorted((r["name"], r["channels"]) for r in result["retired"]) == [
+        (name, ["build", "test", "production"]) for name in left]
+    path = result["archive"]["path"]
+    if first_archive_written:  # the archive the stopped run wrote is kept, not written twice
+        assert path == planned
+        assert any(a.startswith("keep archive %s" % planned) for a in result["actions"])
+    assert [f for f in os.listdir(archives) if f.endswith(_repository.ARCHIVE_SUFFIX)] == [os.path.basename(path)]
+    assert open(path + ".sha256").read().split() == [result["archive"]["sha256"], os.path.basename(path)]
+    assert result["archive"]["signed_by"] == keyring.load()["active"]
+    for name, version in (("payroll-agent", "2.4.1"), ("payroll-agent-hotfix", "1")):
+        record = repo.load_record(name, version)
+        assert (record["state"], record["archive"]) == ("retired", path)
+        assert not set(_repository.RETIRING_KEYS) & set(record)
+    for channel in repo.channels:
+        assert [e["name"] for e in repo.load_channel(channel)["entries"]] == ["ledger"]
+    assert not os.path.exists(repo.blob_path(base)) and not os.path.exists(repo.blob_path(update))
+    assert os.path.exists(repo.blob_path(other))
+    assert repo.verify(keyring.public_keys())["valid"]
+    assert repo.retire("payroll-agent", archive_dir=archives)["changed"] is False
+
+    info = _repository.verify_archive(path, keyring.public_keys())
+    assert sorted((p["record"]["name"], p["record"]["state"], sorted(p["channels"])) for p in info["manifest"]["packages"]) == [
+        ("payroll-agent", "active", ["build", "production", "test"]),
+        ("payroll-agent-hotfix", "active", ["build", "production", "test"])]
+    restored = repo.restore(path)
+    assert sorted(r["name"] for r in restored["restored"]) == ["payroll-agent", "payroll-agent-hotfix"]
+    assert open(repo.blob_path(base), "rb").read() == open(artifact, "rb").read()
+    assert not set(_repository.RETIRING_KEYS + ("archive",)) & set(repo.load_record("payroll-agent", "2.4.1"))
+
+
+def test_an_archive_that_cannot_be_written_retires_nothing(repo, tmp_path, monkeypatch):
+    digest = repo.add(package(tmp_path))["sha256"]
+    to_production(repo, tmp_path, "payroll-agent", "2.4.1")
+    before = repo.load_record("payroll-agent", "2.4.1")
+
+    def full_disk(self, *args):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(Repository, "_write_archive", full_disk)
+    with pytest.raises(OSError, match="No space left on device"):
+        repo.retire("payroll-agent", archive_dir=str(tmp_path / "archives"))
+    assert repo.load_record("payroll-agent", "2.4.1") == before
+    assert repo.channels_holding("payroll-agent", "2.4.1") == ["build", "test", "production"]
+    assert os.path.exists(repo.blob_path(digest))
+
+
+def test_an_interrupted_plain_retire_that_deleted_the_blob_cannot_become_an_archive_retire(repo, tmp_path, monkeypatch):
+    repo.add(package(tmp_path))
+    with monkeypatch.context() as patched:
+        patched.setattr(Repository, "_delete_blobs", killed_after("_delete_blobs"))
+        with pytest.raises(Killed):
+            repo.retire("payroll-agent")
+    with pytest.raises(IntegrityError) as refused:
+        repo.retire("payroll-agent", archive_dir=str(tmp_path / "archives"))
+    assert str(refused.value) == (
+        "cannot archive payroll-agent 2.4.1: its retirement was interrupted after its blob was deleted, and no intact "
+        "archive of it is left (it had none); finish the retirement without an archive (state=retired)")
+    assert repo.retire("payroll-agent")["changed"] is True
+    assert repo.load_record("payroll-agent", "2.4.1")["state"] == "retired"
+
+
+def test_a_promotion_after_a_check_mode_add_on_the_same_object_predicts_the_real_run(repo, tmp_path):
+    artifact, ledger = package(tmp_path), package(tmp_path, name="ledger", version="1.0")
+    repo.add(ledger)
+    before = snapshot(repo.path)
+    added = repo.add(artifact, check=True)
+    promoted = repo.promote("payroll-agent", "2.4.1", "test", check=True)
+    assert snapshot(repo.path) == before
+    assert promoted["actions"] == ["promote payroll-agent 2.4.1 from build to test"]
+    assert promoted["entry"]["sha256"] == added["sha256"]
+    with pytest.raises(RuleError, match="that skips test"):  # the rules apply to the planned add as to a real one
+        repo.promote("payroll-agent", "2.4.1", "production", from_channel="build", override="",
+                     test_report={"id": "TR-9", "name": "payroll-agent", "version": "2.4.1", "result": "passed"},
+                     check=True)
+    real = Repository(repo.path, signer=repo.signer, actor="alice")
+    assert real.add(artifact)["actions"] == added["actions"]
+    assert real.promote("payroll-agent", "2.4.1", "test")["actions"] == promoted["actions"]
+    # without the planned add, the same check-mode promotion is refused
+    fresh = Repository(repo.path + "-fresh", signer=repo.signer)
+    fresh.add(ledger)
+    with pytest.raises(_repository.RepositoryError, match="payroll-agent 2.4.1 is not in repository"):
+        fresh.promote("payroll-agent", "2.4.1", "test", check=True)

@@ -7,7 +7,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import multiprocessing
 import os
+import time
 
 import pytest
 
@@ -136,6 +138,43 @@ def test_keyring_create_rotate_revoke(tmp_path):
     assert not (tmp_path / "keys" / ("%s.pem" % first)).exists()
     with pytest.raises(_signing.SignatureError, match="not trusted here"):
         _signing.verify_detached(data, sig_old, keyring.public_keys(), "index")
+
+
+def _rotate_at_the_barrier(path, barrier):
+    barrier.wait()
+    _signing.Keyring(path).apply("rotated", [], "rotator-%d" % os.getpid())
+
+
+def test_two_concurrent_rotations_keep_both_new_keys(tmp_path, monkeypatch):
+    path = str(tmp_path / "keys")
+    keyring = _signing.Keyring(path)
+    keyring.apply("present", [], "alice")
+    first = keyring.load()["active"]
+    generate = _signing.Signer.generate
+
+    def slow_generate():
+        signer = generate()
+        time.sleep(0.5)  # widens the window between reading keyring.json and writing it back
+        return signer
+    monkeypatch.setattr(_signing.Signer, "generate", staticmethod(slow_generate))
+    context = multiprocessing.get_context("fork")  # the children inherit the slow key generation
+    barrier = context.Barrier(2)
+    rotations = [context.Process(target=_rotate_at_the_barrier, args=(path, barrier)) for _ in range(2)]
+    for process in rotations:
+        process.start()
+    for process in rotations:
+        process.join(60)
+    assert [p.exitcode for p in rotations] == [0, 0]
+
+    data = keyring.load()
+    pems = sorted(name[:-len(".pem")] for name in os.listdir(path) if name.endswith(".pem"))
+    assert sorted(k["id"] for k in data["keys"]) == pems and len(pems) == 3
+    statuses = dict((k["id"], k["status"]) for k in data["keys"])
+    assert statuses[first] == "retired" and sorted(statuses.values()) == ["active", "retired", "retired"]
+    assert statuses[data["active"]] == "active"
+    # the rotation that ran second retired the key the first one made
+    second = [k for k in data["keys"] if k["id"] not in (first, data["active"])][0]
+    assert second["retired_at"] >= second["created_at"]
 
 
 def test_passphrase_protected_key(tmp_path):

@@ -56,6 +56,47 @@ def test_add_and_promote_in_four_steps(env, capsys):
     assert prod["entry"]["test_record"]["id"] == "TR-9"
 
 
+def test_promotion_with_src_adds_first_and_check_mode_predicts_it(env, capsys, tmp_path):
+    """state=promoted with src: check mode on an artifact the repository has never seen predicts the real run
+    (the add, then the promotion), and a test record given as a mapping needs no file."""
+    args = dict(path=env["repo"], src=env["artifact"]["path"], name="payroll-agent", version="2.4.1", channel="test",
+                state="promoted", actor="bob")
+    planned = run(repository, capsys, _ansible_check_mode=True, _ansible_diff=True, **args)
+    assert planned["rc"] == 0, planned
+    assert not os.path.exists(env["repo"])
+    digest = env["artifact"]["sha256"]
+    assert planned["actions"] == [
+        "initialise repository %s (channels build, test, production)" % env["repo"],
+        "store blob %s (%d bytes)" % (digest, os.path.getsize(env["artifact"]["path"])),
+        "bind payroll-agent 2.4.1 -> sha256 %s" % digest,
+        "enter payroll-agent 2.4.1 into channel build",
+        "promote payroll-agent 2.4.1 from build to test"]
+    assert planned["channels"] == {"build": ["2.4.1"], "test": ["2.4.1"], "production": []}
+    done = four_steps(repository, capsys, **args)
+    assert done["actions"] == planned["actions"] and done["channels"] == planned["channels"]
+    assert done["diff"]["after"] == planned["diff"]["after"]
+
+    record = {"id": "TR-MAP", "name": "payroll-agent", "version": "2.4.1", "sha256": digest, "result": "passed"}
+    prod = four_steps(repository, capsys, path=env["repo"], src=env["artifact"]["path"], name="payroll-agent",
+                      version="2.4.1", channel="production", state="promoted", test_record=record,
+                      signing_key=env["keys"])
+    assert prod["entry"]["test_record"]["id"] == "TR-MAP"
+    assert prod["actions"] == ["store test record TR-MAP (passed)", "promote payroll-agent 2.4.1 from test to production"]
+    stored = os.path.join(env["repo"], prod["entry"]["test_record"]["record"])
+    with open(stored) as handle:
+        assert json.load(handle)["source"] == "test_record TR-MAP"
+
+    both = run(repository, capsys, path=env["repo"], name="payroll-agent", version="2.4.1", channel="production",
+               state="promoted", test_record=record, test_report=env["report"])
+    assert both["failed"] and both["msg"] == "parameters are mutually exclusive: test_report|test_record"
+    other = build(write_source(tmp_path / "other", name="ledger", version="1.0"), str(tmp_path / "other-out"))
+    wrong = run(repository, capsys, path=env["repo"], src=other["path"], name="payroll-agent", version="2.5.0",
+                channel="test", state="promoted", _ansible_check_mode=True)
+    assert wrong["failed"] and wrong["msg"] == (
+        "Failed to promote payroll-agent 2.5.0 in repository %s: cannot promote payroll-agent 2.5.0 with src %s: it is "
+        "ledger 1.0" % (env["repo"], other["path"]))
+
+
 def image(tmp_path, version, family="debian12-base"):
     path = tmp_path / "images" / ("%s-%s.img" % (family, version))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -158,6 +199,15 @@ def test_retire_archive_restore_through_the_module(env, capsys, tmp_path):
     assert info["valid"] and info["catalogue"][0]["state"] == "retired"
     path = info["catalogue"][0]["archive"]
     assert os.path.isfile(path)
+    # the repository signs its indexes: without a key to trust, it restores no archive
+    refused = run(repository, capsys, state="restored", src=path, path=env["repo"])
+    assert refused["failed"] and refused["error"] == "IntegrityError"
+    assert refused["msg"] == (
+        "Failed to restore %s in repository %s: refusing to restore %s into %s: the repository signs its channel "
+        "indexes, so it restores only an archive signed by a key it trusts; give public_keys, or signing_key (the keys "
+        "of its keyring are trusted)" % (path, env["repo"], path, env["repo"]))
+    # a rotation retires the key that signed the archive: the keyring (signing_key) still trusts it
+    assert run(signing_key, capsys, path=env["keys"], state="rotated")["changed"]
     restored = run(repository, capsys, state="restored", src=path, **base)
     assert restored["changed"] and restored["channels"]["build"] == ["2.4.1"]
 
@@ -170,13 +220,18 @@ def test_repository_info_reports_tampering(env, capsys):
         test_report=env["report"], **base)
     good = run(repository_info, capsys, path=env["repo"], channel="production", keyring=env["keys"])
     assert good["valid"] and good["changed"] is False and good["channels"]["production"]["verified"] is True
+    assert good["signatures"] == "verified"
     assert [e["name"] for e in good["channels"]["production"]["entries"]] == ["payroll-agent"]
     index = os.path.join(env["repo"], "channels", "production.json")
     os.chmod(index, 0o644)
     with open(index, "a") as handle:
         handle.write(" ")
     bad = run(repository_info, capsys, path=env["repo"], keyring=env["keys"], fail_on_problems=True)
-    assert bad["failed"] and "was modified after it was signed" in bad["msg"]
+    assert bad["failed"] and "was modified after it was signed" in bad["msg"] and bad["signatures"] == "failed"
+    # without keys nothing is verified, and the output says so rather than passing the tampered index as valid
+    unchecked = run(repository_info, capsys, path=env["repo"])
+    assert (unchecked["valid"], unchecked["signatures"], unchecked["problems"]) == (True, "not checked", [])
+    assert unchecked["channels"]["production"]["verified"] is None
     assert run(repository_info, capsys, path=str(env["repo"]) + "-none")["exists"] is False
 
 
