@@ -5,7 +5,8 @@ Layout of ``<root>/<change-order id>/``::
     change_order.yml   the change order exactly as registered (its sha256 is in state.json)
     state.json         current state; replaced atomically (temp file, fsync, rename)
     audit.jsonl        append-only audit log; each record carries the hash of the one before
-    lock               fcntl lock held by the process running the change order (holds pid/user/host)
+    lock               the lock of the process running the change order (an open-file-description fcntl
+                       lock; the file holds the holder's pid, start time, user, host, command)
     cancel             present when `esd cancel` asked a running process to stop
     stages/<step>/attempt-<n>/    the ansible-runner private data dir of each stage attempt
     artifacts/         what build stages produce
@@ -27,14 +28,20 @@ import json
 import os
 import re
 import socket
+import struct
 import sys
 import tempfile
+import time
 
+from esd import processes
 from esd.errors import LedgerError, LockedError, UsageError
 
 GENESIS = "0" * 64
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")     # as esd.changeorder.ID_RE
 STATE_FORMAT = "esd.osp/ledger/v1"
+LOCK_RECORD_WAIT = 2.0      # seconds a refused lock() waits for the holder to write who it is
+# struct flock of 64-bit Linux: l_type, l_whence, l_start, l_len, l_pid and the padding after it.
+_FLOCK = "hhqqii"
 
 
 def now():
@@ -80,6 +87,39 @@ def _fsync_dir(directory):
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def _ofd_lock(fd, command, lock_type):
+    """An open-file-description lock request on the whole file; returns the kernel's struct flock."""
+    request = struct.pack(_FLOCK, lock_type, os.SEEK_SET, 0, 0, 0, 0)
+    return struct.unpack(_FLOCK, fcntl.fcntl(fd, command, request))
+
+
+def _try_lock(fd):
+    """Take the exclusive lock of ``fd``'s file; False when another open file description holds it.
+
+    An open-file-description lock (F_OFD_SETLK) rather than flock: F_OFD_GETLK tells whether it is held without
+    taking it (``lock_holder``), and like flock it belongs to the open file, so the kernel releases it when the
+    holder dies and it conflicts between two opens in one process."""
+    try:
+        _ofd_lock(fd, fcntl.F_OFD_SETLK, fcntl.F_WRLCK)
+        return True
+    except OSError as exc:
+        if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+            return False
+        raise
+
+
+def _is_locked(path):
+    """Whether some process holds the lock of ``path``, asked without taking it."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        return _ofd_lock(fd, fcntl.F_OFD_GETLK, fcntl.F_WRLCK)[0] != fcntl.F_UNLCK
+    finally:
+        os.close(fd)
 
 
 def default_root():
@@ -281,24 +321,27 @@ class Entry:
     # --- lock --------------------------------------------------------------------------------------
 
     def lock(self, user, command):
-        """Take the change order's exclusive lock or raise LockedError naming the holder."""
+        """Take the change order's exclusive lock or raise LockedError naming the holder.
+
+        When the lock is taken but its holder has not written who it is yet (it writes right after taking it),
+        wait up to LOCK_RECORD_WAIT seconds for the record, or for the lock to come free, before refusing."""
         os.makedirs(self.path, exist_ok=True)
         handle = open(self.lock_path, "a+", encoding="utf-8")
+        deadline = None
         try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                handle.close()
-                raise
-            handle.seek(0)
-            try:
-                holder = json.loads(handle.read() or "{}")
-            except ValueError:
-                holder = {}
+            while not _try_lock(handle.fileno()):
+                holder = self._holder_record()
+                if holder:
+                    raise LockedError(self.id, holder)
+                deadline = deadline or time.monotonic() + LOCK_RECORD_WAIT
+                if time.monotonic() >= deadline:
+                    raise LockedError(self.id, {})
+                time.sleep(0.02)
+        except BaseException:
             handle.close()
-            raise LockedError(self.id, holder) from None
-        holder = {"pid": os.getpid(), "user": user, "host": socket.gethostname(), "command": command,
-                  "since": timestamp()}
+            raise
+        holder = {"pid": os.getpid(), "pid_start": processes.start_time(os.getpid()), "user": user,
+                  "host": socket.gethostname(), "command": command, "since": timestamp()}
         handle.seek(0)
         handle.truncate()
         handle.write(json.dumps(holder))
@@ -312,25 +355,43 @@ class Entry:
                 self._lock_handle.seek(0)
                 self._lock_handle.truncate()
                 self._lock_handle.flush()
-            fcntl.flock(self._lock_handle.fileno(), fcntl.LOCK_UN)
+            with contextlib.suppress(OSError):
+                _ofd_lock(self._lock_handle.fileno(), fcntl.F_OFD_SETLK, fcntl.F_UNLCK)
             self._lock_handle.close()
             self._lock_handle = None
 
-    def lock_holder(self):
-        """The holder recorded in the lock file when a live process holds it, else None."""
-        if not os.path.exists(self.lock_path):
+    def lock_holder(self, wait=LOCK_RECORD_WAIT):
+        """Who holds the lock now ({pid, user, host, command, since}), or None when nobody does.
+
+        Only asks the kernel (F_OFD_GETLK) and reads the holder's record: it never takes the lock, so polling
+        it (`esd status` in a loop, `esd cancel` waiting) cannot make a concurrent `esd run` fail. When the lock
+        is held but the record is not written yet, waits up to ``wait`` seconds for it; then ``{"pid": None}``."""
+        deadline = time.monotonic() + wait
+        while _is_locked(self.lock_path):
+            holder = self._holder_record()
+            if holder:
+                return holder
+            if time.monotonic() >= deadline:
+                return {"pid": None}
+            time.sleep(0.02)
+        return None
+
+    def _holder_record(self):
+        """The holder record in the lock file when it names a live process, else None (not written yet, being
+        written, or left by a holder that died: the kernel released its lock, the record stayed)."""
+        try:
+            with open(self.lock_path, encoding="utf-8") as handle:
+                holder = json.loads(handle.read() or "null")
+        except (OSError, ValueError):
             return None
-        with open(self.lock_path, "a+", encoding="utf-8") as handle:
-            try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except OSError:
-                handle.seek(0)
-                try:
-                    return json.loads(handle.read() or "{}") or {"pid": None}
-                except ValueError:
-                    return {"pid": None}
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        if not isinstance(holder, dict) or not isinstance(holder.get("pid"), int):
             return None
+        if holder.get("host") == socket.gethostname():
+            start = holder.get("pid_start")
+            if (start is None and processes.start_time(holder["pid"]) is None) or \
+                    (start is not None and not processes.alive(holder["pid"], start)):
+                return None
+        return holder
 
     @contextlib.contextmanager
     def locked(self, user, command):
