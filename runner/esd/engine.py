@@ -3,8 +3,9 @@
 The engine walks the frozen plan step by step. Finished steps (a succeeded stage, an approved gate,
 a sent notification) are skipped, so ``esd run`` after a gate decision, a failure or a crash
 continues where the change order stopped. A stage found ``running`` when a run starts was
-interrupted by a crash (its process is gone, or the lock would not have been free): it runs again
-as a new attempt, which is safe because every stage playbook is idempotent.
+interrupted by a crash (the esd process is gone, or the lock would not have been free): once the
+orphaned processes of that attempt have exited, it runs again as a new attempt, which is safe
+because every stage playbook is idempotent.
 
 Change-order statuses: registered, running, waiting (a gate or the maintenance window), failed,
 interrupted (SIGINT/SIGTERM; resumable), denied, cancelled, succeeded, rolled_back (a halted rollout
@@ -22,8 +23,8 @@ import signal
 import threading
 import time
 
-from esd import (audit, catalogue, changeorder, gates, identity, ledger as ledger_mod, metrics, notify, project,
-                 report, reports)
+from esd import (audit, catalogue, changeorder, gates, identity, ledger as ledger_mod, metrics, notify, processes,
+                 project, report, reports)
 from esd.errors import (ChangeOrderStopped, EsdError, ExitCode, GateError, LockedError, UsageError,
                         ValidationError)
 from esd.ledger import timestamp
@@ -121,14 +122,7 @@ def _dig(data, dotted):
     return data
 
 
-def _process_start(pid):
-    """The start time of process ``pid`` (clock ticks since boot), or None when it does not exist."""
-    try:
-        with open("/proc/%d/stat" % pid, encoding="ascii", errors="replace") as handle:
-            fields = handle.read().rsplit(")", 1)[1].split()
-        return int(fields[19])
-    except (OSError, IndexError, ValueError):
-        return None
+_process_start = processes.start_time      # kept for callers of the former helper (integration tests)
 
 
 class Engine:
@@ -346,7 +340,7 @@ class Engine:
             # The lock was free, so the process that ran this attempt is gone: it crashed or was killed.
             entry.append_audit("stage_interrupted", actor, {"stage": step_id, "attempt": record["attempts"],
                                                             "detected": "at resume"}, state=state)
-            self._wait_for_orphan(record)
+            self._wait_for_orphan(entry, step_id, record)
             if self._interrupted.is_set():
                 return self._stop_interrupted(entry, state, step_id, actor)
 
@@ -367,7 +361,7 @@ class Engine:
         self.console.stage_started(planned, attempt, host_count)
 
         def remember_pid(pid):
-            record["pid"], record["pid_start"] = pid, _process_start(pid)
+            record["pid"], record["pid_start"] = pid, processes.start_time(pid)
             entry.write_state(state)
 
         # An optional change-order field that is absent is not passed at all, so the playbook's own default
@@ -424,15 +418,22 @@ class Engine:
                 resolved[key] = value
         return resolved
 
-    def _wait_for_orphan(self, record):
-        """Let the ansible-playbook of a crashed attempt finish before running the stage again."""
+    def _wait_for_orphan(self, entry, step_id, record):
+        """Let the processes of a crashed attempt finish before running the stage again: its ansible-playbook by
+        the recorded pid and start time and, as esd may have been killed before it recorded the pid, every
+        process whose environment names the attempt's directory (ESD_RUN_DIR: the playbook and its workers)."""
         pid, start = record.get("pid"), record.get("pid_start")
-        if not pid or start is None:
-            return
+        directory = os.path.join(entry.path, record["private_data_dir"]) if record.get("private_data_dir") else None
         announced = False
-        while _process_start(pid) == start and not self._interrupted.is_set():
+        while not self._interrupted.is_set():
+            waiting = [pid] if processes.alive(pid, start) else []
+            if directory:
+                waiting += [found for found in processes.of_run(directory) if found not in waiting]
+            if not waiting:
+                return
             if not announced:
-                self.console.info("    waiting for ansible-playbook (pid %d) of the interrupted attempt to exit" % pid)
+                self.console.info("    waiting for ansible-playbook (pid %s) of the interrupted attempt %s of stage %s "
+                                  "to exit" % (", ".join(str(found) for found in waiting), record["attempts"], step_id))
                 announced = True
             time.sleep(0.5)
 

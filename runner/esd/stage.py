@@ -16,6 +16,8 @@ from typing import Any, Callable
 
 import ansible_runner
 
+from esd import processes
+
 # Events that end a task on a host, and what they mean for it.
 HOST_EVENTS = {
     "runner_on_ok": "ok",
@@ -183,6 +185,39 @@ def _message(result):
     return (message or "failed without a message")[:2000]
 
 
+class _PidReport:
+    """Reports the pid of the run's ansible-playbook once: whoever sees it first (the watcher, or the first
+    event ansible-runner hands over) tells ``on_pid``."""
+
+    def __init__(self, on_pid):
+        self.pid = None
+        self._on_pid = on_pid
+        self._lock = threading.Lock()
+
+    def found(self, pid):
+        with self._lock:
+            if self.pid is not None:
+                return
+            if self._on_pid:
+                self._on_pid(pid)
+            self.pid = pid
+
+
+def _watch_for_playbook(run_dir, report, stopped, interval=0.05):
+    """Record the pid of ansible-playbook as soon as it is spawned: the child of this process whose environment
+    carries the run's marker (ansible-runner hands the pid over only with the first event, a second or more
+    later, and a crash in between would leave an attempt whose process nobody knows)."""
+    while not stopped.is_set() and report.pid is None:
+        children = processes.of_run(run_dir, parent=os.getpid())
+        if children:
+            try:
+                report.found(children[0])
+            except Exception:       # noqa: BLE001 - the first event reports the pid again, in the runner's thread
+                pass
+            return
+        stopped.wait(interval)
+
+
 def run_stage(*, stage_id, playbook, inventory, private_data_dir, extravars, envvars, hosts=None,
               limit_hosts=None, cancel_requested: Callable[[], bool] | None = None, on_progress=None, on_pid=None):
     """Run ``playbook`` once; return a StageResult. Never raises for a failed play."""
@@ -198,7 +233,16 @@ def run_stage(*, stage_id, playbook, inventory, private_data_dir, extravars, env
             handle.write("\n".join(limit_hosts) + "\n")
         limit = "@" + limit_file
     tracked = limit_hosts if limit_hosts is not None else hosts
-    tracker = EventTracker(stage_id, tracked, on_progress=on_progress, on_pid=on_pid)
+    pid = _PidReport(on_pid)
+    tracker = EventTracker(stage_id, tracked, on_progress=on_progress, on_pid=pid.found)
+    # Every process of this run carries the marker, so a resumed run finds them even when their pid was never
+    # recorded (esd.processes.of_run).
+    envvars = dict(envvars or {})
+    envvars[processes.RUN_DIR_VARIABLE] = os.path.abspath(private_data_dir)
+    stopped = threading.Event()
+    watcher = threading.Thread(target=_watch_for_playbook, args=(envvars[processes.RUN_DIR_VARIABLE], pid, stopped),
+                               name="esd-pid-%s" % stage_id, daemon=True)
+    watcher.start()
     ident = os.path.basename(private_data_dir.rstrip(os.sep))
     thread, runner = ansible_runner.run_async(
         private_data_dir=private_data_dir,
@@ -216,6 +260,8 @@ def run_stage(*, stage_id, playbook, inventory, private_data_dir, extravars, env
         rotate_artifacts=0,
     )
     thread.join()
+    stopped.set()
+    watcher.join()
     tracker.finish()
     finished = time.time()
     status = runner.status
@@ -228,7 +274,7 @@ def run_stage(*, stage_id, playbook, inventory, private_data_dir, extravars, env
     return StageResult(status=status, rc=runner.rc, hosts=tracker.hosts, outputs=tracker.artifact_data,
                        started=started, finished=finished, playbook_seconds=playbook_seconds,
                        private_data_dir=private_data_dir, artifact_dir=runner.config.artifact_dir,
-                       pid=tracker.pid, error=error)
+                       pid=pid.pid or tracker.pid, error=error)
 
 
 def _runner_error(runner):

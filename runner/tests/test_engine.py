@@ -274,6 +274,42 @@ def test_a_crash_mid_stage_resumes_that_stage_only(workspace, engine, stages):
     assert engine.ledger.get(CO).verify_audit()[0]
 
 
+def test_a_resume_waits_for_the_orphan_of_an_attempt_whose_pid_was_never_recorded(workspace, ledger, stages):
+    """esd killed while ansible-playbook was starting: no pid in the stage record, yet the orphan runs on. The
+    resume finds it by the attempt's directory in its environment and waits for it before attempt 2."""
+    import io
+    import subprocess
+    import sys
+    import threading
+
+    from esd.progress import Console
+
+    said = io.StringIO()
+    engine = Engine(ledger, console=Console(stream=said, interactive=False), project_dir=REPO)
+    orphans = []
+
+    def crash_while_the_playbook_starts(call):
+        attempt_dir = ledger.entry(CO).stage_dir("test", 1)
+        orphan = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1.5)"],
+                                  env=dict(os.environ, ESD_RUN_DIR=attempt_dir))
+        threading.Thread(target=orphan.wait, daemon=True).start()     # init would reap it after a real crash
+        orphans.append(orphan)
+        raise Crash()
+
+    stages.script["test"] = crash_while_the_playbook_starts
+    with pytest.raises(Crash):
+        engine.run(release(workspace), "bob")
+    record = ledger.get(CO).read_state()["steps"]["test"]
+    assert (record["status"], record["attempts"], record["pid"]) == ("running", 1, None)
+    seen_at_attempt_2 = []
+    stages.script["test"] = lambda call: seen_at_attempt_2.append(orphans[0].poll()) or {}
+    assert engine.run(CO, "bob").step == "test_signoff"
+    assert seen_at_attempt_2 == [0], "attempt 2 started while the orphan of attempt 1 still ran"
+    assert ("    waiting for ansible-playbook (pid %d) of the interrupted attempt 1 of stage test to exit\n"
+            % orphans[0].pid) in said.getvalue()
+    assert stage_starts(engine, CO) == ["build", "test", "test"]
+
+
 def test_a_second_run_is_refused_while_one_holds_the_lock(workspace, engine, stages, ledger):
     path = release(workspace)
     engine.run(path, "bob")
