@@ -37,7 +37,7 @@ from typing import Any
 
 import yaml
 
-from esd import catalogue
+from esd import catalogue, identity
 from esd.errors import ValidationError
 
 API_VERSION = "esd.osp/v1"
@@ -47,7 +47,7 @@ ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._+-]{0,99}$")          # same rule as the collection's packages
 VERSION_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+~_-]{0,63}$")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-IDENTITY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}$")
+IDENTITY_RE = identity.IDENTITY_RE
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+$")
 URL_RE = re.compile(r"^(https?|file)://\S+$")
 
@@ -862,9 +862,10 @@ def _check_approvals(c, raw, request_type, requester):
                 if isinstance(people, list) and not people:
                     c.problem(path, "at least one identity", _Said("an empty list"))
                 gate = catalogue.GATES[gate_id]
-                if requester is not None and "requester" in gate.excludes and requester in names:
+                if requester is not None and "requester" in gate.excludes and identity.among(requester, names):
+                    listed = next(name for name in names if identity.same(name, requester))
                     c.problem(path, "approvers other than the requester %s (separation of duties)"
-                              % requester, _Said("requester %s in the list" % requester))
+                              % requester, _Said("requester %s in the list" % listed))
                 approvers[gate_id] = names
     return Approvals(required=required, approvers=approvers)
 
