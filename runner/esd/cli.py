@@ -10,19 +10,13 @@ import traceback
 
 from esd import __version__, catalogue, changeorder, identity, project, report, reports
 from esd.engine import Engine
-from esd.errors import EsdError, ExitCode, ValidationError
+from esd.errors import EXIT_MEANINGS, EsdError, ExitCode, ValidationError
 from esd.ledger import Ledger
 from esd.plan import describe_input, make_plan, render_text
 from esd.progress import Console
 
-EXIT_CODES_HELP = """exit codes:
-  0  success (the change order finished, or the command did what was asked)
-  1  failed (a stage failed, the run was interrupted, or the ledger does not verify)
-  2  invalid input (change order invalid, unknown change order or gate, refused gate decision, bad usage)
-  3  waiting (a gate decision or the maintenance window; run `esd run` again afterwards)
-  4  locked (another esd process is running this change order)
-  5  stopped (the change order was cancelled or a gate was denied)
-
+EXIT_CODES_HELP = "exit codes:\n%s\n\n" % "\n".join(
+    "  %d  %s" % (code, meaning) for code, meaning in EXIT_MEANINGS.items()) + """\
 identity: --as, else ESD_USER, else the OS user.
 ledger:   --ledger, else ESD_LEDGER, else $ESD_HOME/ledger, else ./.esd/ledger.
 """
@@ -63,7 +57,8 @@ def _parser():
         sub.add_argument("change_order", metavar="ID")
         sub.add_argument("--gate", required=True, help="gate id (see `esd status`)")
         sub.add_argument("--comment", default="", help="why")
-    sub = add("cancel", "cancel a change order (a running one is stopped)", (common, acting))
+    sub = add("cancel", "cancel a change order that has not finished (a running one is asked to stop; esd waits "
+                        "until it has, up to 60 s, and cancels it)", (common, acting))
     sub.add_argument("change_order", metavar="ID")
     sub.add_argument("--comment", default="", help="why")
     sub = add("status", "the status report of a change order")

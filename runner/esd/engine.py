@@ -246,7 +246,13 @@ class Engine:
             with metrics.rejections_recorded(self.ledger, reference, actor):
                 state = self._open_for_run(entry, co, actor)
             with self._signals():
-                return self._run_locked(entry, co, state, actor)
+                outcome = self._run_locked(entry, co, state, actor)
+            # A cancel request is honoured whatever stopped the run (a gate, a failed stage, the window), before
+            # the lock is released: nothing can decide a gate of a change order that was asked to stop.
+            cancel = self._pending_cancel(entry, state)
+            if cancel:
+                return self._cancel_locked(entry, co, state, cancel["actor"], cancel.get("comment"), outcome.step)
+            return outcome
 
     @contextlib.contextmanager
     def _signals(self):
@@ -271,9 +277,10 @@ class Engine:
     def _run_locked(self, entry, co, state, actor):
         status = state["status"]
         if status in FINAL:
+            entry.clear_cancel()
             return self._outcome(state, "change order %s is %s%s" % (co.id, status,
                                                                        ": " + state["reason"] if state["reason"] else ""))
-        cancel = entry.cancel_request()
+        cancel = self._pending_cancel(entry, state)
         if cancel:
             return self._cancel_locked(entry, co, state, cancel["actor"], cancel.get("comment"))
         resumed = status != "registered"
@@ -585,6 +592,14 @@ class Engine:
             if state["status"] in FINAL:
                 raise GateError("change order %s is %s; its gates cannot be decided any more"
                                 % (change_order_id, state["status"]))
+            cancel = self._pending_cancel(entry, state)
+            if cancel:
+                # The request of an `esd cancel` that gave up waiting (exit 4): it stands, so it comes first.
+                outcome = self._cancel_locked(entry, self._stored_change_order(entry, state), state, cancel["actor"],
+                                              cancel.get("comment"))
+                raise ChangeOrderStopped("gate %s of change order %s was not decided: a cancel request was pending, "
+                                         "so the change order is now cancelled (%s)"
+                                         % (gate_id, change_order_id, outcome.message))
             gates.check_decision(state, gate_id, actor, approve)
             if approve and gate_id == catalogue.CHANGE_BOARD.id:
                 blockers = gates.rehearsal_problems(state, self.ledger)
@@ -634,32 +649,67 @@ class Engine:
     # --- cancel ----------------------------------------------------------------------------------
 
     def cancel(self, change_order_id, actor, comment=None, wait_seconds=60):
-        """Cancel a change order; when another process runs it, ask that process to stop and wait."""
+        """Cancel a change order that has not finished. When another process holds it (a run, a decision), ask
+        that process to stop, wait until it has released the change order, and cancel it: whether the run
+        stopped because of the request, at a gate, at a failed stage or on an error, the request never
+        outlives this command unless the holder does not stop within ``wait_seconds`` (LockedError, exit 4;
+        the request then stands and whoever takes the change order next honours it)."""
         entry = self.ledger.get(change_order_id)
+        requested = False
         try:
             entry.lock(actor, ledger_mod.command_line())
         except LockedError as locked:
+            self._refuse_finished(change_order_id, entry.read_state())
             entry.request_cancel(actor, comment)
-            deadline = time.monotonic() + wait_seconds
-            while time.monotonic() < deadline:
-                time.sleep(0.2)
-                if entry.lock_holder() is None:
-                    state = entry.read_state()
-                    return self._outcome(state, "change order %s is %s: %s" % (change_order_id, state["status"],
-                                                                               state["reason"]))
-            # Still locked (exit 4): the request stands, and the running process stops at its next check.
-            raise LockedError(change_order_id, locked.holder,
-                              "asked process %s to cancel change order %s; it has not stopped within %g s (the "
-                              "request stands: it stops at its next check; `esd status %s` shows when)"
-                              % (locked.holder.get("pid"), change_order_id, wait_seconds, change_order_id)) from None
+            requested = True
+            self._lock_when_released(entry, actor, locked, wait_seconds)
         try:
             state = entry.read_state()
+            self._reconcile_audit_head(entry, state)
+            if requested and state["status"] == "cancelled":
+                # The running process honoured the request as it stopped.
+                entry.clear_cancel()
+                return self._outcome(state, state["reason"], step=state.get("current_step"))
             if state["status"] in FINAL:
-                raise ChangeOrderStopped("change order %s is already %s" % (change_order_id, state["status"]))
+                entry.clear_cancel()
+            self._refuse_finished(change_order_id, state, requested)
             co = self._stored_change_order(entry, state)
             return self._cancel_locked(entry, co, state, actor, comment)
         finally:
             entry.unlock()
+
+    @staticmethod
+    def _refuse_finished(change_order_id, state, requested=False):
+        if state["status"] in FINAL:
+            raise UsageError("change order %s %s %s: only a change order that has not finished can be cancelled "
+                             "(nothing was changed)" % (change_order_id, "finished as" if requested else "is already",
+                                                        state["status"]))
+
+    @staticmethod
+    def _lock_when_released(entry, actor, locked, wait_seconds):
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            time.sleep(0.2)
+            try:
+                entry.lock(actor, ledger_mod.command_line())
+                return
+            except LockedError:
+                if time.monotonic() >= deadline:
+                    break
+        # Still locked (exit 4): the request stands, and the running process stops at its next check.
+        raise LockedError(entry.id, locked.holder,
+                          "asked process %s to cancel change order %s; it has not stopped within %g s (the request "
+                          "stands: it stops at its next check; `esd status %s` shows when)"
+                          % (locked.holder.get("pid"), entry.id, wait_seconds, entry.id)) from None
+
+    @staticmethod
+    def _pending_cancel(entry, state):
+        """The cancel request to honour now, if any (one for a finished change order is void: removed)."""
+        cancel = entry.cancel_request()
+        if cancel and state["status"] in FINAL:
+            entry.clear_cancel()
+            return None
+        return cancel
 
     def _cancel_locked(self, entry, co, state, actor, comment, step=None):
         state["status"], state["finished_at"] = "cancelled", timestamp()

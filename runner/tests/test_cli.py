@@ -114,8 +114,12 @@ def test_status_list_log_and_cancel(esd, workspace):
     assert [r["event"] for r in data["records"]] == ["registered", "run_started", "gate_pending"]
     rc, data = js(esd("cancel", "CO-remove", "--as", "alice", "--comment", "obsolete", "--json"))
     assert (rc, data["status"], data["message"]) == (5, "cancelled", "cancelled by alice: obsolete")
+    # Nothing left to cancel: invalid input (2), not "stopped" (5), and nothing is written.
     rc, out, err = esd("cancel", "CO-remove", "--as", "alice")
-    assert rc == 5 and err == "esd: change order CO-remove is already cancelled\n"
+    assert rc == 2 and err == ("esd: change order CO-remove is already cancelled: only a change order that has not "
+                               "finished can be cancelled (nothing was changed)\n")
+    rc, data = js(esd("log", "CO-remove", "--json"))
+    assert [r["event"] for r in data["records"]][-1] == "cancelled"
 
 
 def test_log_verify_fails_on_a_tampered_log(esd, workspace, tmp_path):
@@ -191,3 +195,20 @@ def test_help_documents_the_exit_codes(capsys):
     out = capsys.readouterr().out
     for line in ("0  success", "1  failed", "2  invalid input", "3  waiting", "4  locked", "5  stopped"):
         assert line in out
+
+
+def test_the_readme_and_the_help_give_exit_codes_the_same_meaning(capsys):
+    from esd.errors import EXIT_MEANINGS
+
+    with open(os.path.join(REPO, "runner", "README.md"), encoding="utf-8") as handle:
+        readme = handle.read()
+    table = readme.split("## Exit codes", 1)[1].split("\n## ", 1)[0]
+    rows = {int(line.split("|")[1]): line.split("|", 2)[2].rsplit("|", 1)[0].strip()
+            for line in table.splitlines() if line.startswith("| ") and line.split("|")[1].strip().isdigit()}
+    assert rows == {int(code): meaning for code, meaning in EXIT_MEANINGS.items()}
+    with pytest.raises(SystemExit):
+        cli.main(["cancel", "--help"])
+    out = capsys.readouterr().out
+    for code, meaning in EXIT_MEANINGS.items():
+        assert "  %d  %s\n" % (code, meaning) in out
+    assert "3  waiting: a gate decision, the go/no-go soak time or the maintenance window" in out
