@@ -67,7 +67,8 @@ def _parser():
     add("list", "change orders in the ledger")
     sub = add("log", "the audit log of a change order")
     sub.add_argument("change_order", metavar="ID")
-    sub.add_argument("--verify", action="store_true", help="verify the hash chain; exit 1 when it is broken")
+    sub.add_argument("--verify", action="store_true", help="verify the hash chain and the head in state.json; exit 1 "
+                                                           "when it is broken")
     add("catalogue", "the request types and their stages and gates")
     sub = add("report", "a report of a change order: status, test (with JUnit XML), evaluation, release notes, "
                         "distribution")
@@ -231,7 +232,15 @@ def cmd_log(args):
     except EsdError:
         if not args.verify:
             raise
-    result = {"change_order": args.change_order, "records": records}
+    try:
+        head = entry.read_state().get("audit_head")
+    except EsdError:
+        if not args.verify:
+            raise
+        head = None
+    # The head (seq and hash of the last record): kept outside the ledger (the change ticket, git), it anchors
+    # the log against someone who can rewrite the whole ledger (the chain has no key).
+    result = {"change_order": args.change_order, "head": head, "records": records}
     exit_code = ExitCode.SUCCESS
     lines = []
     for record in records:
@@ -240,6 +249,8 @@ def cmd_log(args):
                           for key, value in data.items())
         lines.append("%4s %s %-18s %-8s %s" % (record.get("seq"), record.get("time"), record.get("event"),
                                                record.get("actor"), detail[:160]))
+    if head:
+        lines.append("head: record %s, sha256 %s" % (head.get("seq"), head.get("hash")))
     if args.verify:
         ok, problems, count = entry.verify_audit()
         result["verified"], result["problems"] = ok, problems
@@ -286,12 +297,14 @@ def cmd_catalogue(args):
     return ExitCode.SUCCESS
 
 
-def _write_output(args, text):
+def _write_output(args, text, **described):
+    """The report on stdout, or written to ``--output``: then the path is printed, as JSON with --json."""
     if args.output:
         from esd.ledger import atomic_write
 
-        atomic_write(os.path.abspath(args.output), text)
-        print(os.path.abspath(args.output))
+        path = os.path.abspath(args.output)
+        atomic_write(path, text)
+        _emit(args, dict(described, written=path, bytes=len(text.encode("utf-8"))), path)
     else:
         sys.stdout.write(text)
 
@@ -307,7 +320,8 @@ def cmd_report(args):
         return ExitCode.SUCCESS
     fmt = "json" if args.json else (args.fmt or "text")
     data = reports.build(args.kind, state, entry)
-    _write_output(args, reports.render(args.kind, data, fmt))
+    _write_output(args, reports.render(args.kind, data, fmt), change_order=args.change_order, kind=args.kind,
+                  format=fmt)
     return ExitCode.SUCCESS
 
 
@@ -322,7 +336,7 @@ def cmd_metrics(args):
         text = metrics.render_rows_csv(data)
     else:
         text = metrics.RENDERERS[fmt](data)
-    _write_output(args, text)
+    _write_output(args, text, format=fmt)
     return ExitCode.SUCCESS
 
 

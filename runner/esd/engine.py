@@ -204,10 +204,9 @@ class Engine:
         if hashlib.sha256(content).hexdigest() != co.digest:
             raise ValidationError(["%s changed while it was being registered; run it again" % co.path],
                                   source=co.path)
-        entry.create(content, state)
         plan_digest = hashlib.sha256(ledger_mod.canonical(plan_dict).encode()).hexdigest()
-        entry.append_audit("registered", actor, {"type": spec.type, "digest": co.digest, "plan_sha256": plan_digest,
-                                                 "steps": [step.id for step in plan.steps]}, state=state)
+        entry.register(content, state, actor, {"type": spec.type, "digest": co.digest, "plan_sha256": plan_digest,
+                                               "steps": [step.id for step in plan.steps]})
         self._notify(co, entry, state, "registered", "Change order %s registered" % co.id,
                      "%s (%s) was registered by %s." % (co.metadata.title, spec.type, actor))
         return state

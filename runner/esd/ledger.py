@@ -14,7 +14,8 @@ Layout of ``<root>/<change-order id>/``::
 The audit log's records are canonical JSON (sorted keys, no spaces) hashed with sha256 over every
 field but ``hash``; ``prev`` is the previous record's hash (64 zeros for the first). state.json
 keeps the head (seq and hash of the last record written), so removing records from the end of the
-log is detected too.
+log is detected too. The chain has no key: it shows changes by whoever does not also rewrite every
+later record and the head; a copy of the head kept outside the ledger anchors it (``esd log``).
 """
 
 from __future__ import annotations
@@ -176,9 +177,22 @@ class Entry:
     # --- state -------------------------------------------------------------------------------------
 
     def create(self, change_order_bytes, state):
+        """A bare entry: the change order and its state, no audit record (``register`` is what esd uses)."""
         os.makedirs(self.path, exist_ok=True)
         atomic_write(self.change_order_path, change_order_bytes)
         self.write_state(state)
+
+    def register(self, change_order_bytes, state, actor, data):
+        """Register a change order: its file, the first audit record (``registered``) and its state, state.json
+        last. The entry exists for esd once state.json does (``Ledger.exists``), so a crash half-way leaves no
+        registered change order but leftovers the next registration replaces: never a log that starts later."""
+        os.makedirs(self.path, exist_ok=True)
+        atomic_write(self.change_order_path, change_order_bytes)
+        record = self._record(None, "registered", actor, data)
+        atomic_write(self.audit_path, canonical(record) + "\n")
+        state["audit_head"] = {"seq": record["seq"], "hash": record["hash"]}
+        self.write_state(state)
+        return record
 
     def read_state(self):
         try:
@@ -266,16 +280,7 @@ class Entry:
         Refuses (LedgerError) when the log does not end at the head the state recorded."""
         last = self._last_record()
         self._check_log_end(last, self._recorded_head(state))
-        record = {
-            "seq": (last["seq"] + 1) if last else 1,
-            "time": timestamp(),
-            "change_order": self.id,
-            "event": event,
-            "actor": actor,
-            "data": data or {},
-            "prev": last["hash"] if last else GENESIS,
-        }
-        record["hash"] = record_hash(record)
+        record = self._record(last, event, actor, data)
         line = canonical(record) + "\n"
         fd = os.open(self.audit_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
@@ -288,13 +293,34 @@ class Entry:
             self.write_state(state)
         return record
 
+    def _record(self, last, event, actor, data):
+        record = {
+            "seq": (last["seq"] + 1) if last else 1,
+            "time": timestamp(),
+            "change_order": self.id,
+            "event": event,
+            "actor": actor,
+            "data": data or {},
+            "prev": last["hash"] if last else GENESIS,
+        }
+        record["hash"] = record_hash(record)
+        return record
+
     def verify_audit(self):
-        """Check the chain; return (ok, problems, count). Problems name the record and what is wrong."""
+        """Check the chain; return (ok, problems, count). Problems name the record and what is wrong.
+
+        The chain has no key: it shows edits, insertions, deletions, reordering and a cut tail made by anyone who
+        does not also rewrite every later record and the head in state.json. Someone who can rewrite the whole
+        ledger can forge a consistent one; comparing the head with a copy kept elsewhere (``esd log ID --json``,
+        ``head``) shows that too."""
         problems = []
         try:
             records = self.read_audit()
         except LedgerError as exc:
             return False, [str(exc)], 0
+        if records and records[0].get("event") != "registered":
+            problems.append("record 1 is %s, not registered: the log does not begin with the change order's "
+                            "registration" % records[0].get("event"))
         previous = GENESIS
         for index, record in enumerate(records, start=1):
             seq = record.get("seq")

@@ -1,15 +1,21 @@
 """Run one stage: a playbook through ansible-runner's ``run_async``, outcome from events and stats.
 
-Nothing here parses ansible's stdout: per-host outcomes come from ``runner_on_*`` events and the
-final ``playbook_on_stats`` event (stats and ``set_stats`` artifact data). Each attempt gets its own
+Outcomes never come from ansible's stdout: per-host outcomes come from ``runner_on_*`` events and the
+final ``playbook_on_stats`` event (stats and ``set_stats`` artifact data), the stage's status from
+ansible-runner's ``status``/``rc``. Output text is used for one thing, the message of a playbook that
+ended before any result (a syntax error, a bad inventory): what ansible printed, from ansible-runner's
+``verbose`` events; only when there was no event at all (ansible-playbook could not be started) from
+the runner's stdout file, which then holds the spawn error. Each attempt gets its own
 ansible-runner private data dir (``stages/<step>/attempt-<n>`` in the ledger) whose ``artifacts/``
 keep the runner's record (command, job_events, stdout, rc, status).
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import os
+import re
 import threading
 import time
 from typing import Any, Callable
@@ -26,6 +32,8 @@ HOST_EVENTS = {
     "runner_on_skipped": "skipped",
 }
 
+
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 # Keys of an esd.osp.software result worth keeping per host (the endpoint's state after the stage).
 SOFTWARE_KEYS = ("active", "backup", "committed", "installed")
@@ -92,6 +100,8 @@ class EventTracker:
         self.pid = None
         self.play_started = None
         self.play_finished = None
+        self.printed = collections.deque(maxlen=200)    # what ansible printed outside tasks (verbose events)
+        self.events = 0
         self._task_hosts = set()
         self._on_progress = on_progress
         self._on_pid = on_pid
@@ -105,6 +115,7 @@ class EventTracker:
     def _handle(self, event):
         kind = event.get("event")
         data = event.get("event_data") or {}
+        self.events += 1
         if self.pid is None and event.get("pid"):
             self.pid = event["pid"]
             if self._on_pid:
@@ -144,6 +155,9 @@ class EventTracker:
                 self._task_hosts.add(host)
                 self.progress.task_hosts_done = len(self._task_hosts)
             self._notify()
+        elif kind == "verbose":
+            self.printed.extend(line.strip() for line in ANSI_ESCAPE.sub("", event.get("stdout") or "").splitlines()
+                                if line.strip())
         elif kind == "playbook_on_stats":
             self.play_finished = time.time()
             self.stats = {key: data.get(key) or {} for key in
@@ -267,7 +281,7 @@ def run_stage(*, stage_id, playbook, inventory, private_data_dir, extravars, env
     status = runner.status
     error = None
     if status == "failed" and tracker.stats is None:
-        error = _runner_error(runner)
+        error = _runner_error(runner, tracker)
     playbook_seconds = None
     if tracker.play_started and tracker.play_finished:
         playbook_seconds = tracker.play_finished - tracker.play_started
@@ -277,13 +291,17 @@ def run_stage(*, stage_id, playbook, inventory, private_data_dir, extravars, env
                        pid=pid.pid or tracker.pid, error=error)
 
 
-def _runner_error(runner):
-    """ansible-playbook ended before any play result (syntax error, bad inventory): say why, briefly."""
-    try:
-        with open(os.path.join(runner.config.artifact_dir, "stdout"), encoding="utf-8", errors="replace") as handle:
-            lines = [line.strip() for line in handle.read().splitlines() if line.strip()]
-    except OSError:
-        lines = []
+def _runner_error(runner, tracker):
+    """ansible-playbook ended before any play result (syntax error, bad inventory): say why, briefly, in the words
+    ansible printed (its verbose events; the runner's stdout file only when there was no event at all)."""
+    lines = list(tracker.printed)
+    if not tracker.events:
+        try:
+            with open(os.path.join(runner.config.artifact_dir, "stdout"), encoding="utf-8",
+                      errors="replace") as handle:
+                lines = [line.strip() for line in ANSI_ESCAPE.sub("", handle.read()).splitlines() if line.strip()]
+        except OSError:
+            lines = []
     interesting = [line for line in lines if "ERROR" in line or "error" in line.lower()]
     detail = (interesting or lines or ["no output"])[-1]
     return "ansible-playbook exited %s before reporting a result: %s" % (runner.rc, detail[:500])

@@ -212,3 +212,28 @@ def test_the_readme_and_the_help_give_exit_codes_the_same_meaning(capsys):
     for code, meaning in EXIT_MEANINGS.items():
         assert "  %d  %s\n" % (code, meaning) in out
     assert "3  waiting: a gate decision, the go/no-go soak time or the maintenance window" in out
+
+
+def test_report_and_metrics_written_to_a_file_say_so_in_json(esd, workspace, tmp_path):
+    esd("run", write_document(workspace, minimal_document("remove")), "--as", "erin", "--quiet")
+    target = tmp_path / "status.json"
+    rc, out, _ = esd("report", "CO-remove", "--json", "-o", str(target))
+    written = target.read_text()
+    assert rc == 0 and json.loads(written)["change_order"] == "CO-remove"
+    assert json.loads(out) == {"change_order": "CO-remove", "kind": "status", "format": "json",
+                               "written": str(target), "bytes": len(written.encode())}
+    rc, out, _ = esd("report", "CO-remove", "--format", "md", "-o", str(tmp_path / "status.md"))
+    assert (rc, out) == (0, "%s\n" % (tmp_path / "status.md"))        # without --json: the path, as before
+    rc, out, _ = esd("metrics", "--json", "-o", str(tmp_path / "metrics.json"))
+    assert rc == 0 and json.loads(out) == {"format": "json", "written": str(tmp_path / "metrics.json"),
+                                           "bytes": len((tmp_path / "metrics.json").read_bytes())}
+
+
+def test_log_shows_the_head_to_anchor_it(esd, workspace, tmp_path):
+    esd("run", write_document(workspace, minimal_document("remove")), "--as", "erin", "--quiet")
+    state = json.loads((tmp_path / "ledger" / "CO-remove" / "state.json").read_text())
+    rc, data = js(esd("log", "CO-remove", "--json"))
+    assert rc == 0 and data["head"] == state["audit_head"] == {"seq": 3, "hash": data["records"][-1]["hash"]}
+    rc, out, _ = esd("log", "CO-remove", "--verify")
+    assert out.splitlines()[-2:] == ["head: record 3, sha256 %s" % data["head"]["hash"],
+                                     "audit log verified: 3 records, hash chain intact"]

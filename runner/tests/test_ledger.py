@@ -20,8 +20,8 @@ def entry(tmp_path):
     ledger = ledger_mod.Ledger(str(tmp_path / "ledger"))
     entry = ledger.entry("CO-1")
     state = {"change_order": {"id": "CO-1"}, "status": "registered"}
-    entry.create(b"apiVersion: esd.osp/v1\n", state)
-    for number in range(5):
+    entry.register(b"apiVersion: esd.osp/v1\n", state, "alice", {"type": "install"})
+    for number in range(4):
         entry.append_audit("event_%d" % number, "alice", {"n": number}, state=state)
     return entry
 
@@ -300,3 +300,38 @@ def test_the_record_of_a_holder_that_died_is_not_a_holder(entry, monkeypatch):
     assert entry.lock_holder() is None
     entry.lock("dave", "esd run CO-1")
     entry.unlock()
+
+
+def test_a_log_that_does_not_begin_with_the_registration_is_reported(tmp_path):
+    """What a crash between writing the state and the first record used to leave: a log starting at run_started."""
+    entry = ledger_mod.Ledger(str(tmp_path / "ledger")).entry("CO-2")
+    state = {"change_order": {"id": "CO-2"}, "status": "registered"}
+    entry.create(b"apiVersion: esd.osp/v1\n", state)
+    entry.append_audit("run_started", "erin", {}, state=state)
+    entry.append_audit("stage_started", "erin", {"stage": "build"}, state=state)
+    ok, problems, count = entry.verify_audit()
+    assert (ok, count) == (False, 2)
+    assert problems == ["record 1 is run_started, not registered: the log does not begin with the change order's "
+                        "registration"]
+
+
+def test_registration_writes_the_state_last(tmp_path, monkeypatch):
+    """A crash before the state is written leaves no registered change order; registering again starts afresh."""
+    ledger = ledger_mod.Ledger(str(tmp_path / "ledger"))
+    entry = ledger.entry("CO-3")
+
+    class Crash(BaseException):
+        pass
+
+    def crash(self, state):
+        raise Crash()
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ledger_mod.Entry, "write_state", crash)
+        with pytest.raises(Crash):
+            entry.register(b"v1\n", {"status": "registered"}, "bob", {"try": 1})
+    assert not ledger.exists("CO-3") and os.path.exists(entry.audit_path)
+    entry.register(b"v1\n", {"status": "registered"}, "bob", {"try": 2})
+    records = ledger.get("CO-3").read_audit()
+    assert [(r["seq"], r["event"], r["data"]) for r in records] == [(1, "registered", {"try": 2})]
+    assert ledger.get("CO-3").verify_audit() == (True, [], 1)

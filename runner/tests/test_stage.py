@@ -95,3 +95,41 @@ def test_the_playbook_pid_is_reported_as_soon_as_it_is_spawned(tmp_path, monkeyp
                        on_pid=lambda pid: reported.append((pid, spawned[0].poll())))
     assert reported == [(spawned[0].pid, None)]       # once, while it ran
     assert result.pid == spawned[0].pid
+
+
+def _fake_runner(tmp_path, monkeypatch, events, stdout, rc):
+    """ansible_runner.run_async that hands over ``events`` and ends ``failed`` with ``stdout`` in its stdout file."""
+    artifact_dir = tmp_path / "artifacts"
+    artifact_dir.mkdir()
+    (artifact_dir / "stdout").write_text(stdout)
+
+    def run_async(**kwargs):
+        for event in events:
+            kwargs["event_handler"](event)
+        thread = threading.Thread(target=lambda: None)
+        thread.start()
+        return thread, types.SimpleNamespace(status="failed", rc=rc,
+                                             config=types.SimpleNamespace(artifact_dir=str(artifact_dir)))
+
+    monkeypatch.setattr(ansible_runner, "run_async", run_async)
+    playbook = tmp_path / "stage.yml"
+    playbook.write_text("- hosts: all\n")
+    return run_stage(stage_id="build", playbook=str(playbook), inventory="x", private_data_dir=str(tmp_path / "a1"),
+                     extravars={}, envvars={})
+
+
+def test_a_playbook_that_ends_before_any_result_is_explained_from_its_events(tmp_path, monkeypatch):
+    verbose = [{"event": "verbose", "stdout": "\x1b[0;31m[ERROR]: YAML parsing failed: While parsing a flow node did "
+                                              "not find expected node content.\x1b[0m"},
+               {"event": "verbose", "stdout": "\x1b[0;31mOrigin: /srv/playbooks/build.yml:5:1\x1b[0m"}]
+    result = _fake_runner(tmp_path, monkeypatch, verbose, "something else entirely\n", 4)
+    assert (result.status, result.error) == ("failed", "ansible-playbook exited 4 before reporting a result: [ERROR]: "
+                                                       "YAML parsing failed: While parsing a flow node did not find "
+                                                       "expected node content.")
+
+
+def test_a_playbook_that_could_not_start_is_explained_from_the_runner_output(tmp_path, monkeypatch):
+    result = _fake_runner(tmp_path, monkeypatch, [], "The command was not found or was not executable: "
+                                                     "ansible-playbook.\n", 127)
+    assert result.error == ("ansible-playbook exited 127 before reporting a result: The command was not found or was "
+                            "not executable: ansible-playbook.")
