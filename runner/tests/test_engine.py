@@ -11,7 +11,7 @@ import pytest
 from esd import engine as engine_mod
 from esd import ledger as ledger_mod
 from esd.engine import Engine
-from esd.errors import ChangeOrderStopped, EsdError, GateError, LockedError, UsageError, ValidationError
+from esd.errors import ChangeOrderStopped, GateError, LockedError, UsageError, ValidationError
 
 from esd_fixtures import REPO, FakeStages, minimal_document, write_document
 

@@ -77,7 +77,8 @@ def test_identities_compare_without_case():
         gates.check_decision(listed, "change_board", actor, True)
     with pytest.raises(GateError) as raised:
         gates.check_decision(listed, "change_board", "erin", True)
-    assert str(raised.value) == "erin may not decide gate change_board of change order CO-1: its approvers are Dave, frank"
+    assert str(raised.value) == ("erin may not decide gate change_board of change order CO-1: its approvers are "
+                                 "Dave, frank")
 
 
 def test_one_rule_for_identities():
