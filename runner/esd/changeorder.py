@@ -37,7 +37,7 @@ from typing import Any
 
 import yaml
 
-from esd import catalogue
+from esd import catalogue, identity
 from esd.errors import ValidationError
 
 API_VERSION = "esd.osp/v1"
@@ -47,7 +47,7 @@ ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._+-]{0,99}$")          # same rule as the collection's packages
 VERSION_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+~_-]{0,63}$")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-IDENTITY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}$")
+IDENTITY_RE = identity.IDENTITY_RE
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+$")
 URL_RE = re.compile(r"^(https?|file)://\S+$")
 
@@ -516,14 +516,21 @@ def validate_document(data, base_dir, check_files=True):
     if kind != KIND:
         c.problem("kind", '"%s"' % KIND, kind)
 
-    metadata = _check_metadata(c, data.get("metadata", _MISSING))
-    spec = _check_spec(c, data.get("spec", _MISSING), metadata)
+    raw_metadata = data.get("metadata", _MISSING)
+    metadata = _check_metadata(c, raw_metadata)
+    # Checks that need the requester run whatever else is wrong, so every problem is reported at once.
+    requester = raw_metadata.get("requester") if isinstance(raw_metadata, dict) else None
+    if not isinstance(requester, str) or not IDENTITY_RE.match(requester):
+        requester = None
+    spec = _check_spec(c, data.get("spec", _MISSING), requester)
     if c.problems:
         return c.problems, None, None
     return [], metadata, spec
 
 
 def _check_metadata(c, raw):
+    """The typed metadata, or None when the section has a problem (reported in ``c``)."""
+    problems_before = len(c.problems)
     section = c.mapping(raw, "metadata", METADATA_FIELDS, required=())
     if section is None:
         if raw is _MISSING or raw is None:
@@ -575,12 +582,12 @@ def _check_metadata(c, raw):
                              "64 lower-case hex digits", required=False)
         if name:
             attachments.append(Attachment(name, kind, location_path, url, sha))
-    if c.problems:
+    if len(c.problems) > problems_before:
         return None
     return Metadata(ident, title, requester, completion, description or "", tuple(attachments))
 
 
-def _check_spec(c, raw, metadata):
+def _check_spec(c, raw, requester):
     section = c.mapping(raw, "spec", SPEC_FIELDS)
     if section is None:
         if raw is _MISSING or raw is None:
@@ -613,7 +620,7 @@ def _check_spec(c, raw, metadata):
 
     targets = _check_targets(c, section.get("targets", _MISSING))
     rollout = _check_rollout(c, section.get("rollout", _MISSING), request_type)
-    approvals = _check_approvals(c, section.get("approvals", _MISSING), request_type, metadata)
+    approvals = _check_approvals(c, section.get("approvals", _MISSING), request_type, requester)
     backout = _check_backout(c, section.get("backout", _MISSING))
     notifications = _check_notifications(c, section.get("notifications", _MISSING))
     problems = _check_problems(c, section.get("problems", _MISSING))
@@ -830,7 +837,7 @@ def _check_problems(c, raw):
     return {"webhook": webhook} if webhook else {}
 
 
-def _check_approvals(c, raw, request_type, metadata):
+def _check_approvals(c, raw, request_type, requester):
     section = c.mapping(raw, "spec.approvals", APPROVAL_FIELDS)
     if section is None:
         return Approvals() if raw is _MISSING or raw is None else None
@@ -855,9 +862,10 @@ def _check_approvals(c, raw, request_type, metadata):
                 if isinstance(people, list) and not people:
                     c.problem(path, "at least one identity", _Said("an empty list"))
                 gate = catalogue.GATES[gate_id]
-                if metadata is not None and "requester" in gate.excludes and metadata.requester in names:
+                if requester is not None and "requester" in gate.excludes and identity.among(requester, names):
+                    listed = next(name for name in names if identity.same(name, requester))
                     c.problem(path, "approvers other than the requester %s (separation of duties)"
-                              % metadata.requester, _Said("requester %s in the list" % metadata.requester))
+                              % requester, _Said("requester %s in the list" % listed))
                 approvers[gate_id] = names
     return Approvals(required=required, approvers=approvers)
 

@@ -10,19 +10,13 @@ import traceback
 
 from esd import __version__, catalogue, changeorder, identity, project, report, reports
 from esd.engine import Engine
-from esd.errors import EsdError, ExitCode, ValidationError
+from esd.errors import EXIT_MEANINGS, EsdError, ExitCode, ValidationError
 from esd.ledger import Ledger
 from esd.plan import describe_input, make_plan, render_text
 from esd.progress import Console
 
-EXIT_CODES_HELP = """exit codes:
-  0  success (the change order finished, or the command did what was asked)
-  1  failed (a stage failed, the run was interrupted, or the ledger does not verify)
-  2  invalid input (change order invalid, unknown change order or gate, refused gate decision, bad usage)
-  3  waiting (a gate decision or the maintenance window; run `esd run` again afterwards)
-  4  locked (another esd process is running this change order)
-  5  stopped (the change order was cancelled or a gate was denied)
-
+EXIT_CODES_HELP = "exit codes:\n%s\n\n" % "\n".join(
+    "  %d  %s" % (code, meaning) for code, meaning in EXIT_MEANINGS.items()) + """\
 identity: --as, else ESD_USER, else the OS user.
 ledger:   --ledger, else ESD_LEDGER, else $ESD_HOME/ledger, else ./.esd/ledger.
 """
@@ -63,7 +57,8 @@ def _parser():
         sub.add_argument("change_order", metavar="ID")
         sub.add_argument("--gate", required=True, help="gate id (see `esd status`)")
         sub.add_argument("--comment", default="", help="why")
-    sub = add("cancel", "cancel a change order (a running one is stopped)", (common, acting))
+    sub = add("cancel", "cancel a change order that has not finished (a running one is asked to stop; esd waits "
+                        "until it has, up to 60 s, and cancels it)", (common, acting))
     sub.add_argument("change_order", metavar="ID")
     sub.add_argument("--comment", default="", help="why")
     sub = add("status", "the status report of a change order")
@@ -72,7 +67,8 @@ def _parser():
     add("list", "change orders in the ledger")
     sub = add("log", "the audit log of a change order")
     sub.add_argument("change_order", metavar="ID")
-    sub.add_argument("--verify", action="store_true", help="verify the hash chain; exit 1 when it is broken")
+    sub.add_argument("--verify", action="store_true", help="verify the hash chain and the head in state.json; exit 1 "
+                                                           "when it is broken")
     add("catalogue", "the request types and their stages and gates")
     sub = add("report", "a report of a change order: status, test (with JUnit XML), evaluation, release notes, "
                         "distribution")
@@ -236,7 +232,15 @@ def cmd_log(args):
     except EsdError:
         if not args.verify:
             raise
-    result = {"change_order": args.change_order, "records": records}
+    try:
+        head = entry.read_state().get("audit_head")
+    except EsdError:
+        if not args.verify:
+            raise
+        head = None
+    # The head (seq and hash of the last record): kept outside the ledger (the change ticket, git), it anchors
+    # the log against someone who can rewrite the whole ledger (the chain has no key).
+    result = {"change_order": args.change_order, "head": head, "records": records}
     exit_code = ExitCode.SUCCESS
     lines = []
     for record in records:
@@ -245,6 +249,8 @@ def cmd_log(args):
                           for key, value in data.items())
         lines.append("%4s %s %-18s %-8s %s" % (record.get("seq"), record.get("time"), record.get("event"),
                                                record.get("actor"), detail[:160]))
+    if head:
+        lines.append("head: record %s, sha256 %s" % (head.get("seq"), head.get("hash")))
     if args.verify:
         ok, problems, count = entry.verify_audit()
         result["verified"], result["problems"] = ok, problems
@@ -291,12 +297,14 @@ def cmd_catalogue(args):
     return ExitCode.SUCCESS
 
 
-def _write_output(args, text):
+def _write_output(args, text, **described):
+    """The report on stdout, or written to ``--output``: then the path is printed, as JSON with --json."""
     if args.output:
         from esd.ledger import atomic_write
 
-        atomic_write(os.path.abspath(args.output), text)
-        print(os.path.abspath(args.output))
+        path = os.path.abspath(args.output)
+        atomic_write(path, text)
+        _emit(args, dict(described, written=path, bytes=len(text.encode("utf-8"))), path)
     else:
         sys.stdout.write(text)
 
@@ -312,7 +320,8 @@ def cmd_report(args):
         return ExitCode.SUCCESS
     fmt = "json" if args.json else (args.fmt or "text")
     data = reports.build(args.kind, state, entry)
-    _write_output(args, reports.render(args.kind, data, fmt))
+    _write_output(args, reports.render(args.kind, data, fmt), change_order=args.change_order, kind=args.kind,
+                  format=fmt)
     return ExitCode.SUCCESS
 
 
@@ -327,7 +336,7 @@ def cmd_metrics(args):
         text = metrics.render_rows_csv(data)
     else:
         text = metrics.RENDERERS[fmt](data)
-    _write_output(args, text)
+    _write_output(args, text, format=fmt)
     return ExitCode.SUCCESS
 
 

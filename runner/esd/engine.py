@@ -3,8 +3,9 @@
 The engine walks the frozen plan step by step. Finished steps (a succeeded stage, an approved gate,
 a sent notification) are skipped, so ``esd run`` after a gate decision, a failure or a crash
 continues where the change order stopped. A stage found ``running`` when a run starts was
-interrupted by a crash (its process is gone, or the lock would not have been free): it runs again
-as a new attempt, which is safe because every stage playbook is idempotent.
+interrupted by a crash (the esd process is gone, or the lock would not have been free): once the
+orphaned processes of that attempt have exited, it runs again as a new attempt, which is safe
+because every stage playbook is idempotent.
 
 Change-order statuses: registered, running, waiting (a gate or the maintenance window), failed,
 interrupted (SIGINT/SIGTERM; resumable), denied, cancelled, succeeded, rolled_back (a halted rollout
@@ -22,8 +23,8 @@ import signal
 import threading
 import time
 
-from esd import (audit, catalogue, changeorder, gates, identity, ledger as ledger_mod, metrics, notify, project,
-                 report, reports)
+from esd import (audit, catalogue, changeorder, gates, identity, ledger as ledger_mod, metrics, notify, processes,
+                 project, report, reports)
 from esd.errors import (ChangeOrderStopped, EsdError, ExitCode, GateError, LockedError, UsageError,
                         ValidationError)
 from esd.ledger import timestamp
@@ -121,14 +122,7 @@ def _dig(data, dotted):
     return data
 
 
-def _process_start(pid):
-    """The start time of process ``pid`` (clock ticks since boot), or None when it does not exist."""
-    try:
-        with open("/proc/%d/stat" % pid, encoding="ascii", errors="replace") as handle:
-            fields = handle.read().rsplit(")", 1)[1].split()
-        return int(fields[19])
-    except (OSError, IndexError, ValueError):
-        return None
+_process_start = processes.start_time      # kept for callers of the former helper (integration tests)
 
 
 class Engine:
@@ -210,10 +204,9 @@ class Engine:
         if hashlib.sha256(content).hexdigest() != co.digest:
             raise ValidationError(["%s changed while it was being registered; run it again" % co.path],
                                   source=co.path)
-        entry.create(content, state)
         plan_digest = hashlib.sha256(ledger_mod.canonical(plan_dict).encode()).hexdigest()
-        entry.append_audit("registered", actor, {"type": spec.type, "digest": co.digest, "plan_sha256": plan_digest,
-                                                 "steps": [step.id for step in plan.steps]}, state=state)
+        entry.register(content, state, actor, {"type": spec.type, "digest": co.digest, "plan_sha256": plan_digest,
+                                               "steps": [step.id for step in plan.steps]})
         self._notify(co, entry, state, "registered", "Change order %s registered" % co.id,
                      "%s (%s) was registered by %s." % (co.metadata.title, spec.type, actor))
         return state
@@ -252,7 +245,13 @@ class Engine:
             with metrics.rejections_recorded(self.ledger, reference, actor):
                 state = self._open_for_run(entry, co, actor)
             with self._signals():
-                return self._run_locked(entry, co, state, actor)
+                outcome = self._run_locked(entry, co, state, actor)
+            # A cancel request is honoured whatever stopped the run (a gate, a failed stage, the window), before
+            # the lock is released: nothing can decide a gate of a change order that was asked to stop.
+            cancel = self._pending_cancel(entry, state)
+            if cancel:
+                return self._cancel_locked(entry, co, state, cancel["actor"], cancel.get("comment"), outcome.step)
+            return outcome
 
     @contextlib.contextmanager
     def _signals(self):
@@ -277,9 +276,10 @@ class Engine:
     def _run_locked(self, entry, co, state, actor):
         status = state["status"]
         if status in FINAL:
+            entry.clear_cancel()
             return self._outcome(state, "change order %s is %s%s" % (co.id, status,
                                                                        ": " + state["reason"] if state["reason"] else ""))
-        cancel = entry.cancel_request()
+        cancel = self._pending_cancel(entry, state)
         if cancel:
             return self._cancel_locked(entry, co, state, cancel["actor"], cancel.get("comment"))
         resumed = status != "registered"
@@ -346,7 +346,7 @@ class Engine:
             # The lock was free, so the process that ran this attempt is gone: it crashed or was killed.
             entry.append_audit("stage_interrupted", actor, {"stage": step_id, "attempt": record["attempts"],
                                                             "detected": "at resume"}, state=state)
-            self._wait_for_orphan(record)
+            self._wait_for_orphan(entry, step_id, record)
             if self._interrupted.is_set():
                 return self._stop_interrupted(entry, state, step_id, actor)
 
@@ -367,7 +367,7 @@ class Engine:
         self.console.stage_started(planned, attempt, host_count)
 
         def remember_pid(pid):
-            record["pid"], record["pid_start"] = pid, _process_start(pid)
+            record["pid"], record["pid_start"] = pid, processes.start_time(pid)
             entry.write_state(state)
 
         # An optional change-order field that is absent is not passed at all, so the playbook's own default
@@ -424,15 +424,22 @@ class Engine:
                 resolved[key] = value
         return resolved
 
-    def _wait_for_orphan(self, record):
-        """Let the ansible-playbook of a crashed attempt finish before running the stage again."""
+    def _wait_for_orphan(self, entry, step_id, record):
+        """Let the processes of a crashed attempt finish before running the stage again: its ansible-playbook by
+        the recorded pid and start time and, as esd may have been killed before it recorded the pid, every
+        process whose environment names the attempt's directory (ESD_RUN_DIR: the playbook and its workers)."""
         pid, start = record.get("pid"), record.get("pid_start")
-        if not pid or start is None:
-            return
+        directory = os.path.join(entry.path, record["private_data_dir"]) if record.get("private_data_dir") else None
         announced = False
-        while _process_start(pid) == start and not self._interrupted.is_set():
+        while not self._interrupted.is_set():
+            waiting = [pid] if processes.alive(pid, start) else []
+            if directory:
+                waiting += [found for found in processes.of_run(directory) if found not in waiting]
+            if not waiting:
+                return
             if not announced:
-                self.console.info("    waiting for ansible-playbook (pid %d) of the interrupted attempt to exit" % pid)
+                self.console.info("    waiting for ansible-playbook (pid %s) of the interrupted attempt %s of stage %s "
+                                  "to exit" % (", ".join(str(found) for found in waiting), record["attempts"], step_id))
                 announced = True
             time.sleep(0.5)
 
@@ -584,6 +591,14 @@ class Engine:
             if state["status"] in FINAL:
                 raise GateError("change order %s is %s; its gates cannot be decided any more"
                                 % (change_order_id, state["status"]))
+            cancel = self._pending_cancel(entry, state)
+            if cancel:
+                # The request of an `esd cancel` that gave up waiting (exit 4): it stands, so it comes first.
+                outcome = self._cancel_locked(entry, self._stored_change_order(entry, state), state, cancel["actor"],
+                                              cancel.get("comment"))
+                raise ChangeOrderStopped("gate %s of change order %s was not decided: a cancel request was pending, "
+                                         "so the change order is now cancelled (%s)"
+                                         % (gate_id, change_order_id, outcome.message))
             gates.check_decision(state, gate_id, actor, approve)
             if approve and gate_id == catalogue.CHANGE_BOARD.id:
                 blockers = gates.rehearsal_problems(state, self.ledger)
@@ -633,32 +648,67 @@ class Engine:
     # --- cancel ----------------------------------------------------------------------------------
 
     def cancel(self, change_order_id, actor, comment=None, wait_seconds=60):
-        """Cancel a change order; when another process runs it, ask that process to stop and wait."""
+        """Cancel a change order that has not finished. When another process holds it (a run, a decision), ask
+        that process to stop, wait until it has released the change order, and cancel it: whether the run
+        stopped because of the request, at a gate, at a failed stage or on an error, the request never
+        outlives this command unless the holder does not stop within ``wait_seconds`` (LockedError, exit 4;
+        the request then stands and whoever takes the change order next honours it)."""
         entry = self.ledger.get(change_order_id)
+        requested = False
         try:
             entry.lock(actor, ledger_mod.command_line())
         except LockedError as locked:
+            self._refuse_finished(change_order_id, entry.read_state())
             entry.request_cancel(actor, comment)
-            deadline = time.monotonic() + wait_seconds
-            while time.monotonic() < deadline:
-                time.sleep(0.2)
-                if entry.lock_holder() is None:
-                    state = entry.read_state()
-                    return self._outcome(state, "change order %s is %s: %s" % (change_order_id, state["status"],
-                                                                               state["reason"]))
-            # Still locked (exit 4): the request stands, and the running process stops at its next check.
-            raise LockedError(change_order_id, locked.holder,
-                              "asked process %s to cancel change order %s; it has not stopped within %g s (the "
-                              "request stands: it stops at its next check; `esd status %s` shows when)"
-                              % (locked.holder.get("pid"), change_order_id, wait_seconds, change_order_id)) from None
+            requested = True
+            self._lock_when_released(entry, actor, locked, wait_seconds)
         try:
             state = entry.read_state()
+            self._reconcile_audit_head(entry, state)
+            if requested and state["status"] == "cancelled":
+                # The running process honoured the request as it stopped.
+                entry.clear_cancel()
+                return self._outcome(state, state["reason"], step=state.get("current_step"))
             if state["status"] in FINAL:
-                raise ChangeOrderStopped("change order %s is already %s" % (change_order_id, state["status"]))
+                entry.clear_cancel()
+            self._refuse_finished(change_order_id, state, requested)
             co = self._stored_change_order(entry, state)
             return self._cancel_locked(entry, co, state, actor, comment)
         finally:
             entry.unlock()
+
+    @staticmethod
+    def _refuse_finished(change_order_id, state, requested=False):
+        if state["status"] in FINAL:
+            raise UsageError("change order %s %s %s: only a change order that has not finished can be cancelled "
+                             "(nothing was changed)" % (change_order_id, "finished as" if requested else "is already",
+                                                        state["status"]))
+
+    @staticmethod
+    def _lock_when_released(entry, actor, locked, wait_seconds):
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            time.sleep(0.2)
+            try:
+                entry.lock(actor, ledger_mod.command_line())
+                return
+            except LockedError:
+                if time.monotonic() >= deadline:
+                    break
+        # Still locked (exit 4): the request stands, and the running process stops at its next check.
+        raise LockedError(entry.id, locked.holder,
+                          "asked process %s to cancel change order %s; it has not stopped within %g s (the request "
+                          "stands: it stops at its next check; `esd status %s` shows when)"
+                          % (locked.holder.get("pid"), entry.id, wait_seconds, entry.id)) from None
+
+    @staticmethod
+    def _pending_cancel(entry, state):
+        """The cancel request to honour now, if any (one for a finished change order is void: removed)."""
+        cancel = entry.cancel_request()
+        if cancel and state["status"] in FINAL:
+            entry.clear_cancel()
+            return None
+        return cancel
 
     def _cancel_locked(self, entry, co, state, actor, comment, step=None):
         state["status"], state["finished_at"] = "cancelled", timestamp()

@@ -20,6 +20,22 @@ class ExitCode(enum.IntEnum):
     STOPPED = 5         # cancelled, or a gate was denied
 
 
+# What each exit code means, for the CLI's help and runner/README.md (a unit test keeps the two the same).
+EXIT_MEANINGS = {
+    ExitCode.SUCCESS: "success: the change order finished, or the command did what was asked",
+    ExitCode.FAILED: "failed: a stage failed, the run was interrupted, a halted rollout was rolled back, "
+                     "`log --verify` found a broken chain, or `inventory --drift` found drift",
+    ExitCode.INVALID: "invalid input: change order invalid, unknown change order or gate, refused gate decision, "
+                      "cancel of a change order that has finished, usage",
+    ExitCode.WAITING: "waiting: a gate decision, the go/no-go soak time or the maintenance window; run `esd run` "
+                      "again afterwards",
+    ExitCode.LOCKED: "locked: another process runs this change order (`esd cancel` that waited in vain: its request "
+                     "stands)",
+    ExitCode.STOPPED: "stopped: cancelled, or a gate was denied (`esd deny --gate go_no_go` halts the rollout; the "
+                      "next run backs it out)",
+}
+
+
 class EsdError(Exception):
     """Base of every error the runner reports to its user."""
 

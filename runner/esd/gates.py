@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 
+from esd import identity
 from esd.errors import GateError
 
 PENDING = "pending"
@@ -59,11 +60,6 @@ def artifact_builders(spec):
     return sorted({name for name in found if isinstance(name, str) and name})
 
 
-def _same_identity(one, other):
-    """Identities compare without case: Bob and bob are one person to separation of duties."""
-    return bool(one and other) and one.casefold() == other.casefold()
-
-
 def check_decision(state, gate_id, actor, approve):
     """Raise GateError unless ``actor`` may decide ``gate_id`` now."""
     steps = state["steps"]
@@ -81,14 +77,14 @@ def check_decision(state, gate_id, actor, approve):
     planned = next(step for step in state["plan"]["steps"] if step["id"] == gate_id)
     verb = "approve" if approve else "deny"
     requester = state["change_order"]["requester"]
-    if "requester" in planned.get("excludes", []) and _same_identity(actor, requester):
+    if "requester" in planned.get("excludes", []) and identity.same(actor, requester):
         raise GateError("separation of duties: %s requested change order %s and may not %s its %s gate"
                         % (actor, state["change_order"]["id"], verb, gate_id))
-    if "builder" in planned.get("excludes", []) and any(_same_identity(actor, name) for name in builders(state)):
+    if "builder" in planned.get("excludes", []) and identity.among(actor, builders(state)):
         raise GateError("separation of duties: %s built the artifact of change order %s and may not %s its %s "
                         "gate" % (actor, state["change_order"]["id"], verb, gate_id))
     approvers = planned.get("approvers") or []
-    if approvers and actor not in approvers:
+    if approvers and not identity.among(actor, approvers):
         raise GateError("%s may not decide gate %s of change order %s: its approvers are %s"
                         % (actor, gate_id, state["change_order"]["id"], ", ".join(approvers)))
 

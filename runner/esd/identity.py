@@ -1,4 +1,6 @@
-"""Who is acting: ``--as``, else ``ESD_USER``, else the operating-system user."""
+"""Who is acting (``--as``, else ``ESD_USER``, else the operating-system user), and when two names are one
+identity: without regard to case, everywhere (separation of duties, approver lists, the validator), so that
+``Alice`` in a change order and ``alice`` at the command line are the same person to every rule."""
 
 from __future__ import annotations
 
@@ -22,3 +24,13 @@ def current(explicit=None):
         return getpass.getuser()
     except (KeyError, OSError):
         return "uid-%d" % os.getuid()
+
+
+def same(one, other):
+    """Whether two identities are one person: Bob and bob are."""
+    return bool(one and other) and one.casefold() == other.casefold()
+
+
+def among(name, names):
+    """Whether ``name`` is one of ``names`` (compared as identities, see ``same``)."""
+    return any(same(name, other) for other in names or ())

@@ -5,7 +5,8 @@ Layout of ``<root>/<change-order id>/``::
     change_order.yml   the change order exactly as registered (its sha256 is in state.json)
     state.json         current state; replaced atomically (temp file, fsync, rename)
     audit.jsonl        append-only audit log; each record carries the hash of the one before
-    lock               fcntl lock held by the process running the change order (holds pid/user/host)
+    lock               the lock of the process running the change order (an open-file-description fcntl
+                       lock; the file holds the holder's pid, start time, user, host, command)
     cancel             present when `esd cancel` asked a running process to stop
     stages/<step>/attempt-<n>/    the ansible-runner private data dir of each stage attempt
     artifacts/         what build stages produce
@@ -13,7 +14,8 @@ Layout of ``<root>/<change-order id>/``::
 The audit log's records are canonical JSON (sorted keys, no spaces) hashed with sha256 over every
 field but ``hash``; ``prev`` is the previous record's hash (64 zeros for the first). state.json
 keeps the head (seq and hash of the last record written), so removing records from the end of the
-log is detected too.
+log is detected too. The chain has no key: it shows changes by whoever does not also rewrite every
+later record and the head; a copy of the head kept outside the ledger anchors it (``esd log``).
 """
 
 from __future__ import annotations
@@ -27,14 +29,20 @@ import json
 import os
 import re
 import socket
+import struct
 import sys
 import tempfile
+import time
 
+from esd import processes
 from esd.errors import LedgerError, LockedError, UsageError
 
 GENESIS = "0" * 64
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")     # as esd.changeorder.ID_RE
 STATE_FORMAT = "esd.osp/ledger/v1"
+LOCK_RECORD_WAIT = 2.0      # seconds a refused lock() waits for the holder to write who it is
+# struct flock of 64-bit Linux: l_type, l_whence, l_start, l_len, l_pid and the padding after it.
+_FLOCK = "hhqqii"
 
 
 def now():
@@ -80,6 +88,39 @@ def _fsync_dir(directory):
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def _ofd_lock(fd, command, lock_type):
+    """An open-file-description lock request on the whole file; returns the kernel's struct flock."""
+    request = struct.pack(_FLOCK, lock_type, os.SEEK_SET, 0, 0, 0, 0)
+    return struct.unpack(_FLOCK, fcntl.fcntl(fd, command, request))
+
+
+def _try_lock(fd):
+    """Take the exclusive lock of ``fd``'s file; False when another open file description holds it.
+
+    An open-file-description lock (F_OFD_SETLK) rather than flock: F_OFD_GETLK tells whether it is held without
+    taking it (``lock_holder``), and like flock it belongs to the open file, so the kernel releases it when the
+    holder dies and it conflicts between two opens in one process."""
+    try:
+        _ofd_lock(fd, fcntl.F_OFD_SETLK, fcntl.F_WRLCK)
+        return True
+    except OSError as exc:
+        if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+            return False
+        raise
+
+
+def _is_locked(path):
+    """Whether some process holds the lock of ``path``, asked without taking it."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        return _ofd_lock(fd, fcntl.F_OFD_GETLK, fcntl.F_WRLCK)[0] != fcntl.F_UNLCK
+    finally:
+        os.close(fd)
 
 
 def default_root():
@@ -136,9 +177,22 @@ class Entry:
     # --- state -------------------------------------------------------------------------------------
 
     def create(self, change_order_bytes, state):
+        """A bare entry: the change order and its state, no audit record (``register`` is what esd uses)."""
         os.makedirs(self.path, exist_ok=True)
         atomic_write(self.change_order_path, change_order_bytes)
         self.write_state(state)
+
+    def register(self, change_order_bytes, state, actor, data):
+        """Register a change order: its file, the first audit record (``registered``) and its state, state.json
+        last. The entry exists for esd once state.json does (``Ledger.exists``), so a crash half-way leaves no
+        registered change order but leftovers the next registration replaces: never a log that starts later."""
+        os.makedirs(self.path, exist_ok=True)
+        atomic_write(self.change_order_path, change_order_bytes)
+        record = self._record(None, "registered", actor, data)
+        atomic_write(self.audit_path, canonical(record) + "\n")
+        state["audit_head"] = {"seq": record["seq"], "hash": record["hash"]}
+        self.write_state(state)
+        return record
 
     def read_state(self):
         try:
@@ -226,16 +280,7 @@ class Entry:
         Refuses (LedgerError) when the log does not end at the head the state recorded."""
         last = self._last_record()
         self._check_log_end(last, self._recorded_head(state))
-        record = {
-            "seq": (last["seq"] + 1) if last else 1,
-            "time": timestamp(),
-            "change_order": self.id,
-            "event": event,
-            "actor": actor,
-            "data": data or {},
-            "prev": last["hash"] if last else GENESIS,
-        }
-        record["hash"] = record_hash(record)
+        record = self._record(last, event, actor, data)
         line = canonical(record) + "\n"
         fd = os.open(self.audit_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
@@ -248,13 +293,34 @@ class Entry:
             self.write_state(state)
         return record
 
+    def _record(self, last, event, actor, data):
+        record = {
+            "seq": (last["seq"] + 1) if last else 1,
+            "time": timestamp(),
+            "change_order": self.id,
+            "event": event,
+            "actor": actor,
+            "data": data or {},
+            "prev": last["hash"] if last else GENESIS,
+        }
+        record["hash"] = record_hash(record)
+        return record
+
     def verify_audit(self):
-        """Check the chain; return (ok, problems, count). Problems name the record and what is wrong."""
+        """Check the chain; return (ok, problems, count). Problems name the record and what is wrong.
+
+        The chain has no key: it shows edits, insertions, deletions, reordering and a cut tail made by anyone who
+        does not also rewrite every later record and the head in state.json. Someone who can rewrite the whole
+        ledger can forge a consistent one; comparing the head with a copy kept elsewhere (``esd log ID --json``,
+        ``head``) shows that too."""
         problems = []
         try:
             records = self.read_audit()
         except LedgerError as exc:
             return False, [str(exc)], 0
+        if records and records[0].get("event") != "registered":
+            problems.append("record 1 is %s, not registered: the log does not begin with the change order's "
+                            "registration" % records[0].get("event"))
         previous = GENESIS
         for index, record in enumerate(records, start=1):
             seq = record.get("seq")
@@ -281,24 +347,27 @@ class Entry:
     # --- lock --------------------------------------------------------------------------------------
 
     def lock(self, user, command):
-        """Take the change order's exclusive lock or raise LockedError naming the holder."""
+        """Take the change order's exclusive lock or raise LockedError naming the holder.
+
+        When the lock is taken but its holder has not written who it is yet (it writes right after taking it),
+        wait up to LOCK_RECORD_WAIT seconds for the record, or for the lock to come free, before refusing."""
         os.makedirs(self.path, exist_ok=True)
         handle = open(self.lock_path, "a+", encoding="utf-8")
+        deadline = None
         try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                handle.close()
-                raise
-            handle.seek(0)
-            try:
-                holder = json.loads(handle.read() or "{}")
-            except ValueError:
-                holder = {}
+            while not _try_lock(handle.fileno()):
+                holder = self._holder_record()
+                if holder:
+                    raise LockedError(self.id, holder)
+                deadline = deadline or time.monotonic() + LOCK_RECORD_WAIT
+                if time.monotonic() >= deadline:
+                    raise LockedError(self.id, {})
+                time.sleep(0.02)
+        except BaseException:
             handle.close()
-            raise LockedError(self.id, holder) from None
-        holder = {"pid": os.getpid(), "user": user, "host": socket.gethostname(), "command": command,
-                  "since": timestamp()}
+            raise
+        holder = {"pid": os.getpid(), "pid_start": processes.start_time(os.getpid()), "user": user,
+                  "host": socket.gethostname(), "command": command, "since": timestamp()}
         handle.seek(0)
         handle.truncate()
         handle.write(json.dumps(holder))
@@ -312,25 +381,43 @@ class Entry:
                 self._lock_handle.seek(0)
                 self._lock_handle.truncate()
                 self._lock_handle.flush()
-            fcntl.flock(self._lock_handle.fileno(), fcntl.LOCK_UN)
+            with contextlib.suppress(OSError):
+                _ofd_lock(self._lock_handle.fileno(), fcntl.F_OFD_SETLK, fcntl.F_UNLCK)
             self._lock_handle.close()
             self._lock_handle = None
 
-    def lock_holder(self):
-        """The holder recorded in the lock file when a live process holds it, else None."""
-        if not os.path.exists(self.lock_path):
+    def lock_holder(self, wait=LOCK_RECORD_WAIT):
+        """Who holds the lock now ({pid, user, host, command, since}), or None when nobody does.
+
+        Only asks the kernel (F_OFD_GETLK) and reads the holder's record: it never takes the lock, so polling
+        it (`esd status` in a loop, `esd cancel` waiting) cannot make a concurrent `esd run` fail. When the lock
+        is held but the record is not written yet, waits up to ``wait`` seconds for it; then ``{"pid": None}``."""
+        deadline = time.monotonic() + wait
+        while _is_locked(self.lock_path):
+            holder = self._holder_record()
+            if holder:
+                return holder
+            if time.monotonic() >= deadline:
+                return {"pid": None}
+            time.sleep(0.02)
+        return None
+
+    def _holder_record(self):
+        """The holder record in the lock file when it names a live process, else None (not written yet, being
+        written, or left by a holder that died: the kernel released its lock, the record stayed)."""
+        try:
+            with open(self.lock_path, encoding="utf-8") as handle:
+                holder = json.loads(handle.read() or "null")
+        except (OSError, ValueError):
             return None
-        with open(self.lock_path, "a+", encoding="utf-8") as handle:
-            try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except OSError:
-                handle.seek(0)
-                try:
-                    return json.loads(handle.read() or "{}") or {"pid": None}
-                except ValueError:
-                    return {"pid": None}
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        if not isinstance(holder, dict) or not isinstance(holder.get("pid"), int):
             return None
+        if holder.get("host") == socket.gethostname():
+            start = holder.get("pid_start")
+            if (start is None and processes.start_time(holder["pid"]) is None) or \
+                    (start is not None and not processes.alive(holder["pid"], start)):
+                return None
+        return holder
 
     @contextlib.contextmanager
     def locked(self, user, command):

@@ -1,20 +1,28 @@
 """Run one stage: a playbook through ansible-runner's ``run_async``, outcome from events and stats.
 
-Nothing here parses ansible's stdout: per-host outcomes come from ``runner_on_*`` events and the
-final ``playbook_on_stats`` event (stats and ``set_stats`` artifact data). Each attempt gets its own
+Outcomes never come from ansible's stdout: per-host outcomes come from ``runner_on_*`` events and the
+final ``playbook_on_stats`` event (stats and ``set_stats`` artifact data), the stage's status from
+ansible-runner's ``status``/``rc``. Output text is used for one thing, the message of a playbook that
+ended before any result (a syntax error, a bad inventory): what ansible printed, from ansible-runner's
+``verbose`` events; only when there was no event at all (ansible-playbook could not be started) from
+the runner's stdout file, which then holds the spawn error. Each attempt gets its own
 ansible-runner private data dir (``stages/<step>/attempt-<n>`` in the ledger) whose ``artifacts/``
 keep the runner's record (command, job_events, stdout, rc, status).
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import os
+import re
 import threading
 import time
 from typing import Any, Callable
 
 import ansible_runner
+
+from esd import processes
 
 # Events that end a task on a host, and what they mean for it.
 HOST_EVENTS = {
@@ -24,6 +32,8 @@ HOST_EVENTS = {
     "runner_on_skipped": "skipped",
 }
 
+
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 # Keys of an esd.osp.software result worth keeping per host (the endpoint's state after the stage).
 SOFTWARE_KEYS = ("active", "backup", "committed", "installed")
@@ -90,6 +100,8 @@ class EventTracker:
         self.pid = None
         self.play_started = None
         self.play_finished = None
+        self.printed = collections.deque(maxlen=200)    # what ansible printed outside tasks (verbose events)
+        self.events = 0
         self._task_hosts = set()
         self._on_progress = on_progress
         self._on_pid = on_pid
@@ -103,6 +115,7 @@ class EventTracker:
     def _handle(self, event):
         kind = event.get("event")
         data = event.get("event_data") or {}
+        self.events += 1
         if self.pid is None and event.get("pid"):
             self.pid = event["pid"]
             if self._on_pid:
@@ -142,6 +155,9 @@ class EventTracker:
                 self._task_hosts.add(host)
                 self.progress.task_hosts_done = len(self._task_hosts)
             self._notify()
+        elif kind == "verbose":
+            self.printed.extend(line.strip() for line in ANSI_ESCAPE.sub("", event.get("stdout") or "").splitlines()
+                                if line.strip())
         elif kind == "playbook_on_stats":
             self.play_finished = time.time()
             self.stats = {key: data.get(key) or {} for key in
@@ -183,6 +199,39 @@ def _message(result):
     return (message or "failed without a message")[:2000]
 
 
+class _PidReport:
+    """Reports the pid of the run's ansible-playbook once: whoever sees it first (the watcher, or the first
+    event ansible-runner hands over) tells ``on_pid``."""
+
+    def __init__(self, on_pid):
+        self.pid = None
+        self._on_pid = on_pid
+        self._lock = threading.Lock()
+
+    def found(self, pid):
+        with self._lock:
+            if self.pid is not None:
+                return
+            if self._on_pid:
+                self._on_pid(pid)
+            self.pid = pid
+
+
+def _watch_for_playbook(run_dir, report, stopped, interval=0.05):
+    """Record the pid of ansible-playbook as soon as it is spawned: the child of this process whose environment
+    carries the run's marker (ansible-runner hands the pid over only with the first event, a second or more
+    later, and a crash in between would leave an attempt whose process nobody knows)."""
+    while not stopped.is_set() and report.pid is None:
+        children = processes.of_run(run_dir, parent=os.getpid())
+        if children:
+            try:
+                report.found(children[0])
+            except Exception:       # noqa: BLE001 - the first event reports the pid again, in the runner's thread
+                pass
+            return
+        stopped.wait(interval)
+
+
 def run_stage(*, stage_id, playbook, inventory, private_data_dir, extravars, envvars, hosts=None,
               limit_hosts=None, cancel_requested: Callable[[], bool] | None = None, on_progress=None, on_pid=None):
     """Run ``playbook`` once; return a StageResult. Never raises for a failed play."""
@@ -198,7 +247,16 @@ def run_stage(*, stage_id, playbook, inventory, private_data_dir, extravars, env
             handle.write("\n".join(limit_hosts) + "\n")
         limit = "@" + limit_file
     tracked = limit_hosts if limit_hosts is not None else hosts
-    tracker = EventTracker(stage_id, tracked, on_progress=on_progress, on_pid=on_pid)
+    pid = _PidReport(on_pid)
+    tracker = EventTracker(stage_id, tracked, on_progress=on_progress, on_pid=pid.found)
+    # Every process of this run carries the marker, so a resumed run finds them even when their pid was never
+    # recorded (esd.processes.of_run).
+    envvars = dict(envvars or {})
+    envvars[processes.RUN_DIR_VARIABLE] = os.path.abspath(private_data_dir)
+    stopped = threading.Event()
+    watcher = threading.Thread(target=_watch_for_playbook, args=(envvars[processes.RUN_DIR_VARIABLE], pid, stopped),
+                               name="esd-pid-%s" % stage_id, daemon=True)
+    watcher.start()
     ident = os.path.basename(private_data_dir.rstrip(os.sep))
     thread, runner = ansible_runner.run_async(
         private_data_dir=private_data_dir,
@@ -216,28 +274,34 @@ def run_stage(*, stage_id, playbook, inventory, private_data_dir, extravars, env
         rotate_artifacts=0,
     )
     thread.join()
+    stopped.set()
+    watcher.join()
     tracker.finish()
     finished = time.time()
     status = runner.status
     error = None
     if status == "failed" and tracker.stats is None:
-        error = _runner_error(runner)
+        error = _runner_error(runner, tracker)
     playbook_seconds = None
     if tracker.play_started and tracker.play_finished:
         playbook_seconds = tracker.play_finished - tracker.play_started
     return StageResult(status=status, rc=runner.rc, hosts=tracker.hosts, outputs=tracker.artifact_data,
                        started=started, finished=finished, playbook_seconds=playbook_seconds,
                        private_data_dir=private_data_dir, artifact_dir=runner.config.artifact_dir,
-                       pid=tracker.pid, error=error)
+                       pid=pid.pid or tracker.pid, error=error)
 
 
-def _runner_error(runner):
-    """ansible-playbook ended before any play result (syntax error, bad inventory): say why, briefly."""
-    try:
-        with open(os.path.join(runner.config.artifact_dir, "stdout"), encoding="utf-8", errors="replace") as handle:
-            lines = [line.strip() for line in handle.read().splitlines() if line.strip()]
-    except OSError:
-        lines = []
+def _runner_error(runner, tracker):
+    """ansible-playbook ended before any play result (syntax error, bad inventory): say why, briefly, in the words
+    ansible printed (its verbose events; the runner's stdout file only when there was no event at all)."""
+    lines = list(tracker.printed)
+    if not tracker.events:
+        try:
+            with open(os.path.join(runner.config.artifact_dir, "stdout"), encoding="utf-8",
+                      errors="replace") as handle:
+                lines = [line.strip() for line in ANSI_ESCAPE.sub("", handle.read()).splitlines() if line.strip()]
+        except OSError:
+            lines = []
     interesting = [line for line in lines if "ERROR" in line or "error" in line.lower()]
     detail = (interesting or lines or ["no output"])[-1]
     return "ansible-playbook exited %s before reporting a result: %s" % (runner.rc, detail[:500])

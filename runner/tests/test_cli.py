@@ -114,8 +114,12 @@ def test_status_list_log_and_cancel(esd, workspace):
     assert [r["event"] for r in data["records"]] == ["registered", "run_started", "gate_pending"]
     rc, data = js(esd("cancel", "CO-remove", "--as", "alice", "--comment", "obsolete", "--json"))
     assert (rc, data["status"], data["message"]) == (5, "cancelled", "cancelled by alice: obsolete")
+    # Nothing left to cancel: invalid input (2), not "stopped" (5), and nothing is written.
     rc, out, err = esd("cancel", "CO-remove", "--as", "alice")
-    assert rc == 5 and err == "esd: change order CO-remove is already cancelled\n"
+    assert rc == 2 and err == ("esd: change order CO-remove is already cancelled: only a change order that has not "
+                               "finished can be cancelled (nothing was changed)\n")
+    rc, data = js(esd("log", "CO-remove", "--json"))
+    assert [r["event"] for r in data["records"]][-1] == "cancelled"
 
 
 def test_log_verify_fails_on_a_tampered_log(esd, workspace, tmp_path):
@@ -191,3 +195,45 @@ def test_help_documents_the_exit_codes(capsys):
     out = capsys.readouterr().out
     for line in ("0  success", "1  failed", "2  invalid input", "3  waiting", "4  locked", "5  stopped"):
         assert line in out
+
+
+def test_the_readme_and_the_help_give_exit_codes_the_same_meaning(capsys):
+    from esd.errors import EXIT_MEANINGS
+
+    with open(os.path.join(REPO, "runner", "README.md"), encoding="utf-8") as handle:
+        readme = handle.read()
+    table = readme.split("## Exit codes", 1)[1].split("\n## ", 1)[0]
+    rows = {int(line.split("|")[1]): line.split("|", 2)[2].rsplit("|", 1)[0].strip()
+            for line in table.splitlines() if line.startswith("| ") and line.split("|")[1].strip().isdigit()}
+    assert rows == {int(code): meaning for code, meaning in EXIT_MEANINGS.items()}
+    with pytest.raises(SystemExit):
+        cli.main(["cancel", "--help"])
+    out = capsys.readouterr().out
+    for code, meaning in EXIT_MEANINGS.items():
+        assert "  %d  %s\n" % (code, meaning) in out
+    assert "3  waiting: a gate decision, the go/no-go soak time or the maintenance window" in out
+
+
+def test_report_and_metrics_written_to_a_file_say_so_in_json(esd, workspace, tmp_path):
+    esd("run", write_document(workspace, minimal_document("remove")), "--as", "erin", "--quiet")
+    target = tmp_path / "status.json"
+    rc, out, _ = esd("report", "CO-remove", "--json", "-o", str(target))
+    written = target.read_text()
+    assert rc == 0 and json.loads(written)["change_order"] == "CO-remove"
+    assert json.loads(out) == {"change_order": "CO-remove", "kind": "status", "format": "json",
+                               "written": str(target), "bytes": len(written.encode())}
+    rc, out, _ = esd("report", "CO-remove", "--format", "md", "-o", str(tmp_path / "status.md"))
+    assert (rc, out) == (0, "%s\n" % (tmp_path / "status.md"))        # without --json: the path, as before
+    rc, out, _ = esd("metrics", "--json", "-o", str(tmp_path / "metrics.json"))
+    assert rc == 0 and json.loads(out) == {"format": "json", "written": str(tmp_path / "metrics.json"),
+                                           "bytes": len((tmp_path / "metrics.json").read_bytes())}
+
+
+def test_log_shows_the_head_to_anchor_it(esd, workspace, tmp_path):
+    esd("run", write_document(workspace, minimal_document("remove")), "--as", "erin", "--quiet")
+    state = json.loads((tmp_path / "ledger" / "CO-remove" / "state.json").read_text())
+    rc, data = js(esd("log", "CO-remove", "--json"))
+    assert rc == 0 and data["head"] == state["audit_head"] == {"seq": 3, "hash": data["records"][-1]["hash"]}
+    rc, out, _ = esd("log", "CO-remove", "--verify")
+    assert out.splitlines()[-2:] == ["head: record 3, sha256 %s" % data["head"]["hash"],
+                                     "audit log verified: 3 records, hash chain intact"]

@@ -11,7 +11,7 @@ import pytest
 from esd import engine as engine_mod
 from esd import ledger as ledger_mod
 from esd.engine import Engine
-from esd.errors import EsdError, GateError, LockedError, ValidationError
+from esd.errors import ChangeOrderStopped, GateError, LockedError, UsageError, ValidationError
 
 from esd_fixtures import REPO, FakeStages, minimal_document, write_document
 
@@ -274,6 +274,42 @@ def test_a_crash_mid_stage_resumes_that_stage_only(workspace, engine, stages):
     assert engine.ledger.get(CO).verify_audit()[0]
 
 
+def test_a_resume_waits_for_the_orphan_of_an_attempt_whose_pid_was_never_recorded(workspace, ledger, stages):
+    """esd killed while ansible-playbook was starting: no pid in the stage record, yet the orphan runs on. The
+    resume finds it by the attempt's directory in its environment and waits for it before attempt 2."""
+    import io
+    import subprocess
+    import sys
+    import threading
+
+    from esd.progress import Console
+
+    said = io.StringIO()
+    engine = Engine(ledger, console=Console(stream=said, interactive=False), project_dir=REPO)
+    orphans = []
+
+    def crash_while_the_playbook_starts(call):
+        attempt_dir = ledger.entry(CO).stage_dir("test", 1)
+        orphan = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1.5)"],
+                                  env=dict(os.environ, ESD_RUN_DIR=attempt_dir))
+        threading.Thread(target=orphan.wait, daemon=True).start()     # init would reap it after a real crash
+        orphans.append(orphan)
+        raise Crash()
+
+    stages.script["test"] = crash_while_the_playbook_starts
+    with pytest.raises(Crash):
+        engine.run(release(workspace), "bob")
+    record = ledger.get(CO).read_state()["steps"]["test"]
+    assert (record["status"], record["attempts"], record["pid"]) == ("running", 1, None)
+    seen_at_attempt_2 = []
+    stages.script["test"] = lambda call: seen_at_attempt_2.append(orphans[0].poll()) or {}
+    assert engine.run(CO, "bob").step == "test_signoff"
+    assert seen_at_attempt_2 == [0], "attempt 2 started while the orphan of attempt 1 still ran"
+    assert ("    waiting for ansible-playbook (pid %d) of the interrupted attempt 1 of stage test to exit\n"
+            % orphans[0].pid) in said.getvalue()
+    assert stage_starts(engine, CO) == ["build", "test", "test"]
+
+
 def test_a_second_run_is_refused_while_one_holds_the_lock(workspace, engine, stages, ledger):
     path = release(workspace)
     engine.run(path, "bob")
@@ -302,8 +338,11 @@ def test_cancel_a_waiting_change_order(workspace, engine, stages):
     assert (outcome.status, outcome.exit_code, outcome.message) == ("cancelled", 5,
                                                                     "cancelled by alice: requirements changed")
     assert engine.run(CO, "bob").status == "cancelled"
-    with pytest.raises(EsdError, match="already cancelled"):
+    with pytest.raises(UsageError) as raised:
         engine.cancel(CO, "alice")
+    assert str(raised.value) == ("change order CO-software-release is already cancelled: only a change order that "
+                                 "has not finished can be cancelled (nothing was changed)")
+    assert raised.value.exit_code == 2
 
 
 def test_a_cancel_request_stops_the_running_stage(workspace, engine, stages):
@@ -316,6 +355,88 @@ def test_a_cancel_request_stops_the_running_stage(workspace, engine, stages):
     outcome = engine.run(release(workspace), "bob")
     assert (outcome.status, outcome.step) == ("cancelled", "test")
     assert engine.ledger.get(CO).read_state()["steps"]["test"]["status"] == "cancelled"
+
+
+def test_a_cancel_request_is_honoured_when_the_run_stops_at_a_gate(workspace, engine, stages, monkeypatch):
+    """`esd cancel` asks while the run is past its last check and on its way to stop at a gate: the run cancels
+    before it lets go of the change order, so no approval can slip in and no later run cancels by surprise."""
+    stop_at_gate = Engine._gate
+
+    def gate_then_cancel_request(self, entry, co, state, planned, record):
+        outcome = stop_at_gate(self, entry, co, state, planned, record)
+        if outcome is not None:
+            entry.request_cancel("alice", "wrong week")
+        return outcome
+
+    monkeypatch.setattr(Engine, "_gate", gate_then_cancel_request)
+    outcome = engine.run(release(workspace), "bob")
+    assert (outcome.status, outcome.exit_code, outcome.message, outcome.step) == (
+        "cancelled", 5, "cancelled by alice: wrong week", "test_signoff")
+    entry = engine.ledger.get(CO)
+    assert not os.path.exists(entry.cancel_path)
+    with pytest.raises(GateError, match="change order CO-software-release is cancelled; its gates cannot be decided"):
+        engine.decide(CO, "test_signoff", "carol", True)
+    assert [r["data"] for r in events(engine, CO, "cancelled")] == [{"step": "test_signoff", "comment": "wrong week"}]
+
+
+def _hold_then_release(entry, seconds):
+    """Another process holding the change order (a run that is about to stop) for ``seconds``, then exiting."""
+    import subprocess
+    import sys
+    import textwrap
+
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
+        import sys, time
+        sys.path.insert(0, %r)
+        from esd import ledger
+        e = ledger.Ledger(%r).entry(%r)
+        e.lock("erin", "esd run %s")
+        print("locked", flush=True)
+        time.sleep(%r)
+    """ % (os.path.dirname(os.path.dirname(engine_mod.__file__)), os.path.dirname(entry.path), entry.id, entry.id,
+           seconds))], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    return holder
+
+
+@pytest.mark.parametrize("stopped_at", ["gate", "failed stage"])
+def test_cancel_cancels_a_run_that_stopped_without_honouring_the_request(workspace, engine, stages, stopped_at):
+    """The holder lets go without looking at the request (it stopped at a gate or a failed stage, or an error
+    ended it): `esd cancel` takes the change order itself and cancels it; the request file is gone."""
+    if stopped_at == "failed stage":
+        stages.script["test"] = lambda call: {"failed": ["test-01"]}
+    engine.run(release(workspace), "bob")
+    status = engine.ledger.get(CO).read_state()["status"]
+    assert status == ("waiting" if stopped_at == "gate" else "failed")
+    entry = engine.ledger.get(CO)
+    holder = _hold_then_release(entry, 0.6)
+    try:
+        outcome = engine.cancel(CO, "alice", "obsolete", wait_seconds=20)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert (outcome.status, outcome.exit_code, outcome.message) == ("cancelled", 5, "cancelled by alice: obsolete")
+    assert not os.path.exists(entry.cancel_path)
+    assert entry.read_state()["status"] == "cancelled"
+    assert engine.run(CO, "bob").status == "cancelled"
+    assert entry.verify_audit()[0]
+
+
+def test_a_standing_cancel_request_comes_before_a_gate_decision(workspace, engine, stages):
+    """`esd cancel` gave up waiting (exit 4) and its request stands; whoever takes the change order next honours
+    it, an approval too."""
+    engine.run(release(workspace), "bob")
+    entry = engine.ledger.get(CO)
+    entry.request_cancel("alice", "obsolete")
+    with pytest.raises(ChangeOrderStopped) as raised:
+        engine.decide(CO, "test_signoff", "carol", True)
+    assert str(raised.value) == ("gate test_signoff of change order CO-software-release was not decided: a cancel "
+                                 "request was pending, so the change order is now cancelled (cancelled by alice: "
+                                 "obsolete)")
+    assert raised.value.exit_code == 5
+    state = entry.read_state()
+    assert (state["status"], state["steps"]["test_signoff"]["status"]) == ("cancelled", "pending")
+    assert not os.path.exists(entry.cancel_path)
 
 
 def test_an_interrupt_leaves_a_resumable_change_order(workspace, engine, stages):

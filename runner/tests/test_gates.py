@@ -70,6 +70,24 @@ def test_identities_compare_without_case():
         gates.check_decision(state(), "test_signoff", "Bob", True)
     with pytest.raises(GateError, match="ALICE requested change order CO-1"):
         gates.check_decision(state(), "change_board", "ALICE", True)
+    # Approver lists too: the list says Dave, the command line says dave (or DAVE): one person.
+    listed = state()
+    listed["plan"]["steps"][2]["approvers"] = ["Dave", "frank"]
+    for actor in ("dave", "DAVE", "Frank"):
+        gates.check_decision(listed, "change_board", actor, True)
+    with pytest.raises(GateError) as raised:
+        gates.check_decision(listed, "change_board", "erin", True)
+    assert str(raised.value) == ("erin may not decide gate change_board of change order CO-1: its approvers are "
+                                 "Dave, frank")
+
+
+def test_one_rule_for_identities():
+    from esd import identity
+
+    assert identity.same("Alice", "alice") and identity.same("ALICE@corp", "alice@Corp")
+    assert not identity.same("alice", "alice2") and not identity.same("", "") and not identity.same(None, "alice")
+    assert identity.among("DAVE", ["alice", "dave"]) and not identity.among("erin", ["alice", "dave"])
+    assert not identity.among("dave", None)
 
 
 def _package_with_builder(path, builder):

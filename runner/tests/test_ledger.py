@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -19,8 +20,8 @@ def entry(tmp_path):
     ledger = ledger_mod.Ledger(str(tmp_path / "ledger"))
     entry = ledger.entry("CO-1")
     state = {"change_order": {"id": "CO-1"}, "status": "registered"}
-    entry.create(b"apiVersion: esd.osp/v1\n", state)
-    for number in range(5):
+    entry.register(b"apiVersion: esd.osp/v1\n", state, "alice", {"type": "install"})
+    for number in range(4):
         entry.append_audit("event_%d" % number, "alice", {"n": number}, state=state)
     return entry
 
@@ -207,3 +208,130 @@ def test_cancelling_a_run_that_does_not_stop_in_time_exits_locked_and_the_reques
     finally:
         holder.kill()
         holder.wait()
+
+
+def _python(entry, body):
+    """A Python process with this worktree's esd importable and ``e`` the ledger entry CO-1."""
+    prelude = textwrap.dedent("""
+        import json, os, socket, sys, time
+        sys.path.insert(0, %r)
+        from esd import ledger
+        e = ledger.Ledger(%r).entry("CO-1")
+    """ % (os.path.dirname(os.path.dirname(ledger_mod.__file__)), os.path.dirname(entry.path)))
+    return subprocess.Popen([sys.executable, "-c", prelude + textwrap.dedent(body)], stdout=subprocess.PIPE,
+                            text=True)
+
+
+def test_polling_the_holder_never_makes_a_run_fail(entry):
+    """`esd status` in a loop (lock_holder) while runs take and release the lock: no run is refused."""
+    locker = _python(entry, """
+        print("ready", flush=True)
+        refused = taken = 0
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            try:
+                e.lock("erin", "esd run CO-1")
+            except Exception as exc:
+                refused += 1
+                print(exc, file=sys.stderr)
+                continue
+            taken += 1
+            time.sleep(0.001)
+            e.unlock()
+        print(json.dumps({"taken": taken, "refused": refused}), flush=True)
+    """)
+    assert locker.stdout.readline().strip() == "ready"
+    seen, polls = [], 0
+    while locker.poll() is None:
+        holder = entry.lock_holder()
+        polls += 1
+        if holder:
+            seen.append(holder)
+    counts = json.loads(locker.stdout.readline())
+    assert counts["refused"] == 0 and counts["taken"] > 50
+    assert seen and polls > 100        # the polls did overlap with held locks
+    assert {(holder["user"], holder["command"], holder["pid"]) for holder in seen} == {
+        ("erin", "esd run CO-1", locker.pid)}
+
+
+def test_a_lock_taken_a_moment_ago_is_refused_naming_its_holder(entry):
+    """The holder writes who it is right after taking the lock; a process refused in between waits for that."""
+    holder = _python(entry, """
+        handle = open(e.lock_path, "a+")
+        assert ledger._try_lock(handle.fileno())
+        print("locked", flush=True)
+        time.sleep(0.5)
+        handle.write(json.dumps({"pid": os.getpid(), "pid_start": ledger.processes.start_time(os.getpid()),
+                                 "user": "carol", "host": socket.gethostname(), "command": "esd approve CO-1",
+                                 "since": "2026-05-01T10:00:00.000+00:00"}))
+        handle.flush()
+        time.sleep(60)
+    """)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(LockedError) as raised:
+            entry.lock("dave", "esd run CO-1")
+        assert str(raised.value) == (
+            "change order CO-1 is being run by another process (user carol, host %s, pid %d, command esd approve "
+            "CO-1, since 2026-05-01T10:00:00.000+00:00)" % (socket.gethostname(), holder.pid))
+        assert raised.value.exit_code == 4
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_the_record_of_a_holder_that_died_is_not_a_holder(entry, monkeypatch):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    with open(entry.lock_path, "w", encoding="utf-8") as handle:
+        json.dump({"pid": dead.pid, "pid_start": 1, "user": "carol", "host": socket.gethostname()}, handle)
+    assert entry.lock_holder() is None
+    # Held, but only that stale record: after the wait, the holder is unknown rather than misnamed.
+    monkeypatch.setattr(ledger_mod, "LOCK_RECORD_WAIT", 0.2)
+    other = open(entry.lock_path, "a+", encoding="utf-8")
+    try:
+        assert ledger_mod._try_lock(other.fileno())
+        with pytest.raises(LockedError, match=r"^change order CO-1 is being run by another process "
+                                              r"\(holder unknown\)$"):
+            entry.lock("dave", "esd run CO-1")
+        assert entry.lock_holder(wait=0.1) == {"pid": None}
+    finally:
+        other.close()
+    assert entry.lock_holder() is None
+    entry.lock("dave", "esd run CO-1")
+    entry.unlock()
+
+
+def test_a_log_that_does_not_begin_with_the_registration_is_reported(tmp_path):
+    """What a crash between writing the state and the first record used to leave: a log starting at run_started."""
+    entry = ledger_mod.Ledger(str(tmp_path / "ledger")).entry("CO-2")
+    state = {"change_order": {"id": "CO-2"}, "status": "registered"}
+    entry.create(b"apiVersion: esd.osp/v1\n", state)
+    entry.append_audit("run_started", "erin", {}, state=state)
+    entry.append_audit("stage_started", "erin", {"stage": "build"}, state=state)
+    ok, problems, count = entry.verify_audit()
+    assert (ok, count) == (False, 2)
+    assert problems == ["record 1 is run_started, not registered: the log does not begin with the change order's "
+                        "registration"]
+
+
+def test_registration_writes_the_state_last(tmp_path, monkeypatch):
+    """A crash before the state is written leaves no registered change order; registering again starts afresh."""
+    ledger = ledger_mod.Ledger(str(tmp_path / "ledger"))
+    entry = ledger.entry("CO-3")
+
+    class Crash(BaseException):
+        pass
+
+    def crash(self, state):
+        raise Crash()
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ledger_mod.Entry, "write_state", crash)
+        with pytest.raises(Crash):
+            entry.register(b"v1\n", {"status": "registered"}, "bob", {"try": 1})
+    assert not ledger.exists("CO-3") and os.path.exists(entry.audit_path)
+    entry.register(b"v1\n", {"status": "registered"}, "bob", {"try": 2})
+    records = ledger.get("CO-3").read_audit()
+    assert [(r["seq"], r["event"], r["data"]) for r in records] == [(1, "registered", {"try": 2})]
+    assert ledger.get("CO-3").verify_audit() == (True, [], 1)

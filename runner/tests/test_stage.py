@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import threading
+import types
+
+import ansible_runner
+
 from esd.stage import EventTracker, run_stage
 
 
@@ -56,3 +64,72 @@ def test_a_missing_playbook_is_not_built(tmp_path):
     result = run_stage(stage_id="build_image", playbook=str(tmp_path / "build_image.yml"), inventory="x",
                        private_data_dir=str(tmp_path / "pdd"), extravars={}, envvars={})
     assert result.status == "not_built" and result.error.startswith("playbook ")
+
+
+def test_the_playbook_pid_is_reported_as_soon_as_it_is_spawned(tmp_path, monkeypatch):
+    """Before its first event: a crash while ansible-playbook starts must not leave an attempt whose process
+    nobody knows. Here the "playbook" runs 1.5 s without a single event."""
+    spawned = []
+
+    def run_async(**kwargs):
+        env = dict(os.environ, **kwargs["envvars"])
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1.5)"], env=env)
+        spawned.append(child)
+        runner = types.SimpleNamespace(status=None, rc=None,
+                                       config=types.SimpleNamespace(artifact_dir=str(tmp_path / "artifacts")))
+
+        def wait():
+            runner.rc = child.wait()
+            runner.status = "successful"
+
+        thread = threading.Thread(target=wait)
+        thread.start()
+        return thread, runner
+
+    monkeypatch.setattr(ansible_runner, "run_async", run_async)
+    playbook = tmp_path / "stage.yml"
+    playbook.write_text("- hosts: all\n  tasks: []\n")
+    reported = []
+    result = run_stage(stage_id="install", playbook=str(playbook), inventory="x", private_data_dir=str(tmp_path / "a1"),
+                       extravars={}, envvars={"ESD_STAGE": "install"},
+                       on_pid=lambda pid: reported.append((pid, spawned[0].poll())))
+    assert reported == [(spawned[0].pid, None)]       # once, while it ran
+    assert result.pid == spawned[0].pid
+
+
+def _fake_runner(tmp_path, monkeypatch, events, stdout, rc):
+    """ansible_runner.run_async that hands over ``events`` and ends ``failed`` with ``stdout`` in its stdout file."""
+    artifact_dir = tmp_path / "artifacts"
+    artifact_dir.mkdir()
+    (artifact_dir / "stdout").write_text(stdout)
+
+    def run_async(**kwargs):
+        for event in events:
+            kwargs["event_handler"](event)
+        thread = threading.Thread(target=lambda: None)
+        thread.start()
+        return thread, types.SimpleNamespace(status="failed", rc=rc,
+                                             config=types.SimpleNamespace(artifact_dir=str(artifact_dir)))
+
+    monkeypatch.setattr(ansible_runner, "run_async", run_async)
+    playbook = tmp_path / "stage.yml"
+    playbook.write_text("- hosts: all\n")
+    return run_stage(stage_id="build", playbook=str(playbook), inventory="x", private_data_dir=str(tmp_path / "a1"),
+                     extravars={}, envvars={})
+
+
+def test_a_playbook_that_ends_before_any_result_is_explained_from_its_events(tmp_path, monkeypatch):
+    verbose = [{"event": "verbose", "stdout": "\x1b[0;31m[ERROR]: YAML parsing failed: While parsing a flow node did "
+                                              "not find expected node content.\x1b[0m"},
+               {"event": "verbose", "stdout": "\x1b[0;31mOrigin: /srv/playbooks/build.yml:5:1\x1b[0m"}]
+    result = _fake_runner(tmp_path, monkeypatch, verbose, "something else entirely\n", 4)
+    assert (result.status, result.error) == ("failed", "ansible-playbook exited 4 before reporting a result: [ERROR]: "
+                                                       "YAML parsing failed: While parsing a flow node did not find "
+                                                       "expected node content.")
+
+
+def test_a_playbook_that_could_not_start_is_explained_from_the_runner_output(tmp_path, monkeypatch):
+    result = _fake_runner(tmp_path, monkeypatch, [], "The command was not found or was not executable: "
+                                                     "ansible-playbook.\n", 127)
+    assert result.error == ("ansible-playbook exited 127 before reporting a result: The command was not found or was "
+                            "not executable: ansible-playbook.")
