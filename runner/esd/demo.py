@@ -17,8 +17,11 @@ The story, with the command each step corresponds to:
 Every run gets a unique change-order id and its own ledger entry, so the demo can be run again and
 again. The demo fleet lives under ``$ESD_DEMO_ROOT/esd-demo`` (default ``<repo>/.demo/esd-demo``). It is reset
 at the start (unless ``--keep-fleet``), with its repository (``repository/``) and signing key (``keys/``), and
-given its baseline: the signing key (playbooks/keys.yml) and hello-agent 1.0.0 committed on the test site and in
-production, so the release is an update with a backup until commit.
+given its history before the change order, outside change control, with the stage playbooks and one
+``esd.osp.software`` call per host and step (:func:`play_history`): the signing key (playbooks/keys.yml), then on
+the 26 hosts of the test site and production hello-agent 1.0.0 installed, updated to a first 1.1.0 build, that
+update rolled back, and 1.0.0 committed. So the change-controlled release is an update with a backup until
+commit.
 """
 
 from __future__ import annotations
@@ -44,6 +47,56 @@ REQUESTER, BUILDER, TESTER, CHANGE_BOARD, OPERATOR = "alice", "bob", "carol", "d
 
 
 BASELINE = os.path.join("examples", "packages", "hello-agent-1.0")
+FIRST_ATTEMPT = os.path.join("examples", "packages", "hello-agent-1.1")
+# The estate's history before the change order (demo only): one deploy.yml run per step, (title, version, state).
+HISTORY = (("install hello-agent 1.0.0", "1.0.0", "active"),
+           ("update to a first build of 1.1.0", "1.1.0", "active"),
+           ("roll that update back", "1.1.0", "rolled_back"),
+           ("commit 1.0.0", "1.0.0", "committed"))
+
+
+class _Baseline:
+    """Runs the stage playbooks that set up the fleet outside change control, refusing on the first failure."""
+
+    def __init__(self, project_dir, demo_root, console=None):
+        self.project_dir = project_dir
+        self.envvars = project.ansible_environment(project_dir)
+        self.envvars["ESD_DEMO_ROOT"] = demo_root
+        self.inventory = os.path.join(project_dir, "inventories", "demo")
+        self.work = os.path.join(demo_root, "baseline")
+        self.on_progress = console.progress if console else None
+        shutil.rmtree(self.work, ignore_errors=True)
+
+    def run(self, step, playbook, extravars, what):
+        result = run_stage(stage_id="baseline_%s" % step, playbook=os.path.join(self.project_dir, "playbooks", playbook),
+                           inventory=self.inventory, private_data_dir=os.path.join(self.work, step),
+                           extravars=extravars, envvars=self.envvars, on_progress=self.on_progress)
+        if result.status != "successful":
+            raise EsdError("could not %s: %s" % (what, result.error or "; ".join(
+                "%s: %s" % (host, outcome.message) for host, outcome in sorted(result.hosts.items())
+                if outcome.message) or "see %s" % os.path.join(self.work, step)))
+        return result
+
+    def signing_key(self):
+        # The key that signs the repository's channel indexes (a real site runs `ansible-playbook playbooks/keys.yml`
+        # once): promote signs the production channel with it, distribute and deploy verify the index against it.
+        self.run("keys", "keys.yml", {}, "create the repository signing key")
+
+    def build(self, source):
+        built = self.run("build-%s" % os.path.basename(source), "build_package.yml",
+                         {"build_package_src": os.path.join(self.project_dir, source),
+                          "build_package_dest": os.path.join(self.work, "artifacts"),
+                          "build_package_builder": "baseline"}, "build %s" % source)
+        artifact = (built.outputs or {}).get("esd_artifact") or {}
+        if not artifact.get("path"):
+            raise EsdError("could not build %s: the build published no artifact" % source)
+        return artifact
+
+    def deploy(self, step, pattern, artifact, state):
+        return self.run(step, "deploy.yml", {
+            "esd_hosts": pattern, "software_name": artifact["name"], "software_version": artifact["version"],
+            "software_src": artifact["path"], "software_sha256": artifact["sha256"], "software_state": state},
+            "bring %s %s to %s on %s" % (artifact["name"], artifact["version"], state, pattern))
 
 
 def seed_fleet(project_dir, demo_root, pattern="test_site:production", console=None):
@@ -53,39 +106,41 @@ def seed_fleet(project_dir, demo_root, pattern="test_site:production", console=N
     outside change control), so the release is an update: 1.1.0 becomes active with 1.0.0 as its
     backup, the test site rehearses a real rollback, and commit removes the backup.
     """
-    envvars = project.ansible_environment(project_dir)
-    envvars["ESD_DEMO_ROOT"] = demo_root
-    inventory = os.path.join(project_dir, "inventories", "demo")
-    work = os.path.join(demo_root, "baseline")
-    shutil.rmtree(work, ignore_errors=True)
-    # The key that signs the repository's channel indexes (a real site runs `ansible-playbook playbooks/keys.yml`
-    # once): promote signs the production channel with it, distribute and deploy verify the index against it.
-    keys = run_stage(stage_id="baseline_keys", playbook=os.path.join(project_dir, "playbooks", "keys.yml"),
-                     inventory=inventory, private_data_dir=os.path.join(work, "keys"), extravars={},
-                     envvars=envvars, on_progress=console.progress if console else None)
-    if keys.status != "successful":
-        raise EsdError("could not create the repository signing key: %s" % (
-            keys.error or "; ".join("%s: %s" % (h, o.message) for h, o in keys.hosts.items() if o.message)))
-    built = run_stage(stage_id="baseline_build", playbook=os.path.join(project_dir, "playbooks", "build_package.yml"),
-                      inventory=inventory, private_data_dir=os.path.join(work, "build"),
-                      extravars={"build_package_src": os.path.join(project_dir, BASELINE),
-                                 "build_package_dest": os.path.join(work, "artifacts"),
-                                 "build_package_builder": "baseline"}, envvars=envvars,
-                      on_progress=console.progress if console else None)
-    artifact = (built.outputs or {}).get("esd_artifact") or {}
-    if built.status != "successful" or not artifact.get("path"):
-        raise EsdError("could not build the baseline hello-agent 1.0.0: %s" % (
-            built.error or "; ".join("%s: %s" % (h, o.message) for h, o in built.hosts.items() if o.message)))
-    deployed = run_stage(stage_id="baseline_install", playbook=os.path.join(project_dir, "playbooks", "deploy.yml"),
-                         inventory=inventory, private_data_dir=os.path.join(work, "install"),
-                         extravars={"esd_hosts": pattern, "software_name": artifact["name"],
-                                    "software_version": artifact["version"], "software_src": artifact["path"],
-                                    "software_sha256": artifact["sha256"], "software_state": "committed"},
-                         envvars=envvars, on_progress=console.progress if console else None)
-    if deployed.status != "successful":
-        raise EsdError("could not install the baseline on %s: %s" % (", ".join(deployed.failed_hosts),
-                                                                      deployed.error or "see %s" % work))
+    baseline = _Baseline(project_dir, demo_root, console)
+    baseline.signing_key()
+    artifact = baseline.build(BASELINE)
+    baseline.deploy("install", pattern, artifact, "committed")
     return artifact
+
+
+def play_history(project_dir, demo_root, pattern="test_site:production", console=None, on_step=None):
+    """The demo's baseline, played as the estate's history: the same end state as :func:`seed_fleet`
+    (hello-agent 1.0.0 committed on ``pattern``), reached through install -> update -> roll back -> commit.
+
+    Each step is one ``playbooks/deploy.yml`` run (one ``esd.osp.software`` call per host); ``on_step(title,
+    result)`` is called after each with its StageResult. Returns the 1.0.0 artifact.
+    """
+    baseline = _Baseline(project_dir, demo_root, console)
+    baseline.signing_key()
+    artifacts = {artifact["version"]: artifact for artifact in map(baseline.build, (BASELINE, FIRST_ATTEMPT))}
+    for number, (title, version, state) in enumerate(HISTORY, 1):
+        result = baseline.deploy("history-%d" % number, pattern, artifacts[version], state)
+        if on_step:
+            on_step(title, result)
+    return artifacts["1.0.0"]
+
+
+def fleet_after(result):
+    """One line for a stage's hosts: how many changed, and how many are in each (active, backup, committed)."""
+    groups = {}
+    for outcome in result.hosts.values():
+        software = outcome.software or {}
+        key = "active %s, backup %s, committed %s" % (software.get("active") or "none", software.get("backup") or "none",
+                                                      software.get("committed") or "none")
+        groups[key] = groups.get(key, 0) + 1
+    changed = sum(1 for outcome in result.hosts.values() if outcome.changed)
+    return "%d hosts, %d changed: %s" % (len(result.hosts), changed,
+                                          "; ".join("%d %s" % (count, key) for key, count in sorted(groups.items())))
 
 
 def prepare_change_order(project_dir, directory, change_order_id):
@@ -151,12 +206,16 @@ def run_demo(ledger_root=None, quiet=False, keep_fleet=False, as_json=False):
     story.say("  fleet roots under %s/hosts" % demo_root)
 
     if fresh:
-        story.step("setup", "gives the fleet its baseline (outside change control): the repository signing key, "
-                   "hello-agent 1.0.0 committed on the test site and in production",
-                   "ansible-playbook playbooks/keys.yml + playbooks/build_package.yml + "
-                   "playbooks/deploy.yml -e software_state=committed")
-        baseline = seed_fleet(project_dir, demo_root)
-        story.say("    -> hello-agent %s (sha256 %s...) committed on test-01, test-02, prod-001..prod-024"
+        story.step("setup", "gives the fleet its history, outside change control: the repository signing key, then on "
+                   "test-01, test-02 and prod-001..prod-024 one esd.osp.software call per host and step",
+                   "ansible-playbook playbooks/keys.yml; playbooks/build_package.yml (1.0.0, 1.1.0); "
+                   "playbooks/deploy.yml -e software_state=active|rolled_back|committed")
+
+        def history_step(title, result):
+            story.say("    %-36s -> %s" % (title, fleet_after(result)))
+
+        baseline = play_history(project_dir, demo_root, on_step=history_step)
+        story.say("    -> hello-agent %s (sha256 %s...) committed everywhere: the estate before the change order"
                   % (baseline["version"], baseline["sha256"][:12]))
 
     shown = os.path.relpath(path)
