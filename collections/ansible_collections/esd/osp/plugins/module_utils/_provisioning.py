@@ -32,6 +32,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 
 from ansible_collections.esd.osp.plugins.module_utils._fileio import sha256_file
 
@@ -274,6 +275,10 @@ def validate_pxe(text):
     return problems
 
 
+# how often a silent debconf-set-selections --checkonly failure (its database locked) is tried
+DEBCONF_ATTEMPTS = 20
+
+
 def validate_preseed(path, debconf="debconf-set-selections"):
     """Our own checks of every answer line, then debconf-set-selections --checkonly when it is installed."""
     problems = []
@@ -298,11 +303,21 @@ def validate_preseed(path, debconf="debconf-set-selections"):
             problems.append("the preseed does not answer %s (needed for an unattended install)" % question)
     validator = "builtin"
     if shutil.which(debconf):
-        proc = subprocess.run([debconf, "--checkonly", path], check=False, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              stdin=subprocess.DEVNULL)
         validator = "debconf-set-selections --checkonly"
-        if proc.returncode != 0 or proc.stdout.strip():
-            problems.append("debconf-set-selections: %s" % proc.stdout.decode("utf-8", "replace").strip())
+        # --checkonly still takes the debconf database's locks (flock, non-blocking) and exits 1 without a word
+        # while another debconf process holds them: only a silent failure is retried, a parse error never.
+        for attempt in range(DEBCONF_ATTEMPTS):
+            proc = subprocess.run([debconf, "--checkonly", path], check=False, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            output = proc.stdout.decode("utf-8", "replace").strip()
+            if proc.returncode == 0 or output:
+                break
+            time.sleep(0.05 * (attempt + 1))
+        if output:
+            problems.append("debconf-set-selections: %s" % output)
+        elif proc.returncode != 0:
+            problems.append("debconf-set-selections --checkonly exited %d without a message %d times (is the debconf "
+                            "database locked by another process?)" % (proc.returncode, DEBCONF_ATTEMPTS))
     return problems, validator
 
 

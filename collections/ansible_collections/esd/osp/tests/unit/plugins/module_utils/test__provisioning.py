@@ -167,3 +167,28 @@ def _write_schema(tmp_path, properties):
     path = tmp_path / "strict.json"
     path.write_text(json.dumps(schema))
     return path
+
+
+def test_a_debconf_database_locked_for_a_moment_is_waited_for_but_a_parse_error_is_not(tmp_path, monkeypatch):
+    """debconf-set-selections --checkonly exits 1 without a word while another debconf process holds its database
+    locks: that is tried again; what it does say is a problem at once."""
+    monkeypatch.setattr(_provisioning.time, "sleep", lambda seconds: None)
+    preseed = tmp_path / "ok.cfg"
+    preseed.write_text(_provisioning.preseed(settings()))
+    calls = tmp_path / "calls"
+    fake = tmp_path / "debconf-set-selections"
+    fake.write_text("#!/bin/sh\necho x >> %s\n[ $(wc -l < %s) -ge 3 ] && exit 0\nexit 1\n" % (calls, calls))
+    fake.chmod(0o755)
+    assert _provisioning.validate_preseed(str(preseed), debconf=str(fake)) == ([], "debconf-set-selections --checkonly")
+    assert len(calls.read_text().splitlines()) == 3
+
+    fake.write_text("#!/bin/sh\nexit 1\n")
+    problems, _ = _provisioning.validate_preseed(str(preseed), debconf=str(fake))
+    assert problems == ["debconf-set-selections --checkonly exited 1 without a message %d times (is the debconf "
+                        "database locked by another process?)" % _provisioning.DEBCONF_ATTEMPTS]
+
+    calls.write_text("")
+    fake.write_text("#!/bin/sh\necho x >> %s\necho \"error: parse error on line 1: 'd-i broken'\" >&2\nexit 1\n" % calls)
+    problems, _ = _provisioning.validate_preseed(str(preseed), debconf=str(fake))
+    assert problems == ["debconf-set-selections: error: parse error on line 1: 'd-i broken'"]
+    assert len(calls.read_text().splitlines()) == 1
