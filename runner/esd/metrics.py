@@ -8,7 +8,7 @@ live:
 ==================================  =======================================================================
 measure                             counted
 ==================================  =======================================================================
-finished_in_requested_time          succeeded before due, of those succeeded, denied, cancelled or past due
+finished_in_requested_time          succeeded before due, of those finished (esd.states.FINAL) or past due
 packages_built_in_requested_time    ESD builds handed over before due, of ESD change orders with a build
 images_built_in_requested_time      OSP builds handed over before due, of OSP change orders with a build
 passed_test_without_rework          tested without a failed test attempt or denied sign-off, of those tested

@@ -332,6 +332,55 @@ def test_closing_records_lessons_learned_and_writes_the_evaluation(workspace, en
             jsonschema.validate(json.load(handle), schema.SCHEMAS[kind])
 
 
+def test_a_rolled_back_change_order_is_final_closable_evaluated_and_counted(workspace, engine, fleet, clock):
+    from esd import metrics, states
+
+    # One definition of the final statuses, imported everywhere (never a copy that can drift).
+    assert engine_mod.FINAL is states.FINAL and "rolled_back" in states.FINAL
+    path = release(workspace, **{"spec.rollout": {"go_no_go": "manual", "wave_size": 7},
+                                 "metadata.requested_completion": "2026-03-05"})
+    outcome = engine.run(path, "erin")
+    while outcome.step != "go_no_go":
+        engine.decide(CO, outcome.step, "dave", True)
+        outcome = engine.run(CO, "erin")
+    assert outcome.status == "waiting"
+    clock.set(at("2026-03-02T09:00:00"))
+    engine.decide(CO, "go_no_go", "frank", False, "beta users report errors")
+    assert engine.run(CO, "erin").status == "rolled_back"
+    entry, state = state_of(engine)
+    assert state["finished_at"] == "2026-03-02T09:00:00.000+00:00"
+    status = reports.build("status", state, entry)
+    assert status["next_step"] == {"action": "the change order is rolled_back; close it with the lessons learned",
+                                   "command": "esd close %s --comment <lessons learned> --as <requester>" % CO}
+    evaluation = reports.build("evaluation", state, entry)
+    # Finished (not fulfilled): a finish time, not in the requested time, no lead time (nothing was delivered).
+    assert (evaluation["finished_at"], evaluation["on_time"], evaluation["completed"],
+            evaluation["lead_time_seconds"]) == ("2026-03-02T09:00:00.000+00:00", False, False, None)
+    assert "| Lead time | none: the change order ended rolled\\_back |" in reports.render("evaluation", evaluation, "md")
+    # Counted as finished at once, not "not yet counted" until its due date.
+    data = metrics.compute(engine.ledger, now=at("2026-03-03T09:00:00"))
+    assert data["measures"]["finished_in_requested_time"] == {
+        "id": "finished_in_requested_time", "title": "Requests finished in the requested time", "numerator": 0,
+        "denominator": 1, "percent": 0.0, "not_yet_counted": 0}
+    assert data["by_status"] == {"rolled_back": 1}
+    closed = closure.close(engine.ledger, CO, "alice", "Give the beta group a longer soak.")
+    assert (closed["status"], closed["closure"]["closed_by"]) == ("rolled_back", "alice")
+    entry, state = state_of(engine)
+    assert reports.build("status", state, entry)["next_step"] == {
+        "action": "none: the change order is rolled_back and closed", "command": None}
+    assert reports.build("evaluation", state, entry)["lessons_learned"] == "Give the beta group a longer soak."
+
+
+def test_only_a_finished_change_order_can_be_closed_and_the_message_names_the_final_statuses(workspace, engine,
+                                                                                           fleet):
+    engine.run(release(workspace), "erin")
+    with pytest.raises(UsageError) as refused:
+        closure.close(engine.ledger, CO, "alice", "too early")
+    assert str(refused.value) == (
+        "change order %s is waiting; only a finished change order (succeeded, cancelled, denied or rolled_back) "
+        "can be closed; cancel it first (esd cancel)" % CO)
+
+
 def test_every_host_can_be_found_in_the_status_report_however_many_share_a_change(workspace, engine, fleet):
     fleet.failures["install_beta"] = [{"prod-002": "reverted"}]
     assert drive(engine, release(workspace, **{"spec.rollout": {"min_success_percent": 50, "wave_size": 7}})).status \

@@ -6,11 +6,14 @@ its endpoints' success and its rollbacks. The definitions (also in runner/README
 
 - **received**: when the change order was registered (``esd run`` accepted it). **due**: the end of the
   ``requested_completion`` day, UTC (the day is inclusive).
+- **finished**: in a final status (``esd.states.FINAL``: succeeded, cancelled, denied, rolled_back); its
+  ``finished_at`` is when it got there.
 - **finished in the requested time**: it succeeded before it was due. A succeeded change order finished
-  after it was due, a denied or cancelled one, and one still open after it was due count as *not* in time;
-  one still open before it is due is not counted yet (``on_time`` is null).
-- **lead time**: received → succeeded. **Site lead time**: the first start of the site's first stage →
-  the end of its last stage (retries and gate waits between them included).
+  after it was due, a denied, cancelled or rolled-back one, and one still open after it was due count as
+  *not* in time; one still open before it is due is not counted yet (``on_time`` is null).
+- **lead time**: received → succeeded; a change order that ended otherwise delivered nothing and has
+  none. **Site lead time**: the first start of the site's first stage → the end of its last stage
+  (retries and gate waits between them included).
 - **built in the requested time**: the build-site stages all succeeded (the artifact was handed over)
   before the change order was due; packages and media count as *package*, OS images and image media as
   *image*.
@@ -29,9 +32,9 @@ import datetime
 
 from esd import audit
 from esd.reports import common, html, markdown as md, testing
+from esd.states import FINAL
 
 SCHEMA = "esd.osp/report/evaluation/v1"
-FINAL = ("succeeded", "cancelled", "denied")
 BUILD_KINDS = {"artifact": "package", "media": "package", "image": "image"}
 
 
@@ -224,6 +227,12 @@ def _yes_no(value, pending="not yet known"):
     return pending if value is None else ("yes" if value else "no")
 
 
+def _lead_time(data):
+    if data["lead_time_seconds"] is None and data["finished_at"] and not data["completed"]:
+        return "none: the change order ended %s" % data["status"]
+    return common.human_duration(data["lead_time_seconds"])
+
+
 def render_markdown(data):
     t = md.text
     production = data["production"]
@@ -238,7 +247,7 @@ def render_markdown(data):
                   ("Received", t(data["received_at"])), ("Finished", t(data["finished_at"])),
                   ("Requested completion", t(data["requested_completion"])),
                   ("Requested completion met", _yes_no(data["on_time"])),
-                  ("Lead time", common.human_duration(data["lead_time_seconds"])),
+                  ("Lead time", t(_lead_time(data))),
                   ("Waiting at gates", common.human_duration(data["gate_wait_seconds"])),
                   ("Closed", "%s by %s" % (t(closure.get("closed_at")), t(closure.get("closed_by"))) if closure
                    else "not yet (esd close)"),
@@ -291,7 +300,7 @@ def render_html(data):
     on_time_tone = {True: "ok", False: "fail", None: "muted"}[data["on_time"]]
     body = [h.cards([
         ("Requested completion met", _yes_no(data["on_time"]), on_time_tone),
-        ("Lead time", common.human_duration(data["lead_time_seconds"]), "info"),
+        ("Lead time", _lead_time(data), "info"),
         ("Rework", test["rework"] if test["in_scope"] else "-", "fail" if test["rework"] else "ok"),
         ("Success", "%s%%" % production["success_percent"] if production["endpoints"] else "-",
          "ok" if production["success_percent"] == 100 else ("fail" if production["endpoints"] else "muted")),

@@ -6,6 +6,8 @@ Each report carries its schema id in ``schema`` (``esd.osp/report/<kind>/v1``). 
 
 from __future__ import annotations
 
+from esd.states import STATUSES
+
 NULLABLE_STRING = {"type": ["string", "null"]}
 NULLABLE_NUMBER = {"type": ["number", "null"]}
 NULLABLE_BOOL = {"type": ["boolean", "null"]}
@@ -35,8 +37,7 @@ STATUS = {
         "category": {"enum": ["ESD", "OSP"]}, "requester": {"type": "string"},
         "requested_completion": {"type": "string", "format": "date"},
         "digest": SHA256,
-        "status": {"enum": ["registered", "running", "waiting", "failed", "interrupted", "denied", "cancelled",
-                            "succeeded", "rolled_back"]},
+        "status": {"enum": list(STATUSES)},
         "reason": {"type": "string"}, "current_step": NULLABLE_STRING,
         "created_at": TIME, "finished_at": TIME, "elapsed_seconds": NULLABLE_NUMBER, "generated_at": TIME,
         "artifact": {"type": ["object", "null"]},

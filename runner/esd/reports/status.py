@@ -13,9 +13,9 @@ import os
 
 from esd import audit
 from esd.reports import common, html, markdown as md
+from esd.states import FINAL
 
 SCHEMA = "esd.osp/report/status/v1"
-FINAL = ("succeeded", "cancelled", "denied")
 
 
 def status_report(state, entry=None):
@@ -184,13 +184,13 @@ def next_step(state):
     if status in ("failed", "interrupted"):
         return {"action": "fix the cause (%s), then run again: the failed stage runs as a new attempt; or cancel"
                           % (state.get("reason") or status), "command": "esd run %s   (or esd cancel %s)" % (co_id, co_id)}
-    if status == "succeeded" and not state.get("closure"):
-        return {"action": "close the change order with the lessons learned (the evaluation report)",
-                "command": "esd close %s --comment <lessons learned> --as <requester>" % co_id}
-    if status in ("denied", "cancelled") and not state.get("closure"):
-        return {"action": "the change order is %s; close it with the lessons learned" % status,
-                "command": "esd close %s --comment <lessons learned> --as <requester>" % co_id}
-    return {"action": "none: the change order is %s and closed" % status, "command": None}
+    if status in FINAL and not state.get("closure"):
+        action = "close the change order with the lessons learned (the evaluation report)" \
+            if status == "succeeded" else "the change order is %s; close it with the lessons learned" % status
+        return {"action": action, "command": "esd close %s --comment <lessons learned> --as <requester>" % co_id}
+    if state.get("closure"):
+        return {"action": "none: the change order is %s and closed" % status, "command": None}
+    return {"action": state.get("reason") or "the change order is %s" % status, "command": "esd status %s" % co_id}
 
 
 # --- text ---------------------------------------------------------------------------------------------
@@ -397,7 +397,7 @@ def _words(summary):
 # --- HTML ---------------------------------------------------------------------------------------------
 
 STATUS_TONES = {"succeeded": "ok", "approved": "ok", "done": "ok", "failed": "fail", "denied": "fail",
-                "cancelled": "muted", "interrupted": "warn", "waiting": "info", "pending": "info", "running": "info",
+                "rolled_back": "fail", "cancelled": "muted", "interrupted": "warn", "waiting": "info", "pending": "info", "running": "info",
                 "registered": "muted", "skipped": "muted", "not_reached": "muted", "not_built": "fail"}
 
 
