@@ -50,6 +50,8 @@ IMAGE_TEST_TASKS = ("Test image | verify | Check the image and its identity",
                     "Test image | lifecycle | Backout rehearsal inside the node (install, update, roll back, update "
                     "again, commit)",
                     "Test image | test plan | Run the image's test plan against the node")
+VALIDATE_TASKS = ("Validate image | validate | Check digest, identity, manifest, SBOM, hardening results and "
+                  "checksums",)
 BUILD_TASKS = ("Build package | scan | Scan the sources with ClamAV", "Build package | build | Build the artifact",
                "Build package | unit test | Install and activate (runs the health check)",
                "Build package | unit test | Uninstall", "Build package | after build | Run the site's post-build tasks")
@@ -145,8 +147,8 @@ class SimulatedFleet:
                 outcomes[host] = HostOutcome(host, "ok")
         else:
             tasks = TEST_TASKS if name == "test_package.yml" else IMAGE_TEST_TASKS if name == "test_image.yml" \
-                else BUILD_TASKS if name.startswith("build_") else (
-                "Software | apply | Bring %s to its state" % extravars.get("software_name"),)
+                else VALIDATE_TASKS if name == "validate_image.yml" else BUILD_TASKS if name.startswith("build_") \
+                else ("Software | apply | Bring %s to its state" % extravars.get("software_name"),)
             failed_at = {}
             # Like esd.osp.software with inventory=true (software_inventory): the host's whole inventory as the
             # module found it and as it left it, on its ok and failed results.

@@ -122,6 +122,55 @@ def test_an_image_test_reports_the_backout_rehearsed_inside_the_test_node(worksp
     assert "(rehearsed: yes)" in reports.render("release-notes", notes, "md")
 
 
+def test_an_image_release_walks_the_seed_workflow_and_approves_production_after_the_rehearsal(workspace, engine,
+                                                                                                fleet):
+    from esd import catalogue, gates
+
+    # Seed 000: validate request, build, automated install-and-test, validate image, announce UAT, UAT sign-off,
+    # build sign-off, then the change board approves production (move to PROD, retire the designated image).
+    request = catalogue.get("image_release")
+    assert [step.id for step in request.steps] == [
+        "deployment_plan", "build_image", "test_image", "validate_image", "announce_uat", "uat_signoff",
+        "build_signoff", "change_board", "promote_image", "retire_designated_image"]
+    doc = minimal_document("image_release", **{"spec.approvals": {"required": ["deployment_plan"]},
+                                               "spec.image.retire": "2025.1"})
+    co_id = doc["metadata"]["id"]
+    outcome = engine.run(write_document(workspace, doc), "erin")
+    decided = []
+    while outcome.status == "waiting":
+        decided.append(outcome.step)
+        assert engine.decide(co_id, outcome.step, "dave", True, "ok").exit_code == 0
+        outcome = engine.run(co_id, "erin")
+    assert outcome.status == "succeeded", outcome.message
+    assert decided == ["deployment_plan", "uat_signoff", "build_signoff", "change_board"]
+    assert [call["stage"] for call in fleet.calls] == ["build_image", "test_image", "validate_image", "promote_image",
+                                                       "retire_designated_image"]
+    entry, state = state_of(engine, co_id)
+    assert gates.rehearsal_problems(state, engine.ledger) == []
+    data = reports.build("test", state, entry)
+    assert (data["conclusion"], data["conclusion_reason"]) == (
+        "pass", "every build and test stage passed; the backout was rehearsed")
+    # validate_image rehearses nothing: it neither counts for nor against the rehearsal.
+    assert [(stage["id"], stage["backout_rehearsed"]) for stage in data["stages"]] == [
+        ("build_image", None), ("test_image", True), ("validate_image", None)]
+    assert data["backout"] == {"rehearsed": True, "hosts": {"test-01": "passed", "test-02": "passed"}}
+    notes = reports.build("release-notes", state, entry)
+    assert notes["backout"]["rehearsed"] is True and "(rehearsed: yes)" in reports.render("release-notes", notes, "md")
+
+    # The same change order if no test stage had reported a rehearsal (a site catalogue without esd_test): the
+    # stages passed, but that is no pass, and production approval is refused.
+    for step in state["plan"]["steps"]:
+        if step["id"] == "test_image":
+            step["outputs"] = {}
+    data = reports.build("test", state, entry)
+    assert (data["conclusion"], data["conclusion_reason"], data["backout"]["rehearsed"]) == (
+        "incomplete", "every build and test stage passed, but the backout was NOT rehearsed: no test stage reports "
+        "a backout rehearsal (production approval needs a rehearsed backout)", False)
+    assert gates.rehearsal_problems(state, engine.ledger) == [
+        "no test stage of change order %s reports a backout rehearsal (esd_test.backout_rehearsed): test_image, "
+        "validate_image do not" % co_id]
+
+
 def test_junit_of_a_failing_test_has_the_failure_and_the_checks_not_run(workspace, engine, fleet, tmp_path):
     fleet.failures["test"] = [{"test-01": "failed", "test-02": "unreachable"}]
     engine.run(release(workspace), "erin")
