@@ -72,6 +72,10 @@ def test_a_failed_then_passed_test_gives_a_retested_defect_and_a_passing_junit(w
     entry, state = state_of(engine)
     failed = reports.build("test", state, entry)
     assert (failed["conclusion"], failed["rework"]) == ("rework", 1)
+    status = reports.build("status", state, entry)
+    assert (status["stages_done"], status["stages_failed"], status["stages_pending"][:2]) == (
+        ["build"], ["test"], ["promote_test", "promote"])
+    assert "Done: build. Failed: test. Pending: promote\\_test, promote," in reports.render("status", status, "md")
     assert failed["conclusion_reason"].startswith("stage test failed: 1 of 2 host(s) failed")
     assert [(d["id"], d["stage"], d["attempt"], d["host"], d["check"], d["status"]) for d in failed["defects"]] == [
         ("D1", "test", 1, "test-02", "Test package | backout | Rehearse the backout plan (roll back, or uninstall a "
@@ -122,8 +126,7 @@ def test_an_image_test_reports_the_backout_rehearsed_inside_the_test_node(worksp
     assert "(rehearsed: yes)" in reports.render("release-notes", notes, "md")
 
 
-def test_an_image_release_walks_the_seed_workflow_and_approves_production_after_the_rehearsal(workspace, engine,
-                                                                                                fleet):
+def test_an_image_release_walks_the_seed_workflow_and_approves_production_last(workspace, engine, fleet):
     from esd import catalogue, gates
 
     # Seed 000: validate request, build, automated install-and-test, validate image, announce UAT, UAT sign-off,
@@ -337,6 +340,60 @@ def test_the_status_report_shows_pending_gates_decisions_artifacts_and_the_next_
     jsonschema.validate(json.loads(reports.render("status", data, "json")), schema.STATUS)
 
 
+def test_hosts_per_state_cover_every_target_before_during_and_after_the_rollout(workspace, engine, fleet):
+    def groups(change_order=CO):
+        data = reports.build("status", *reversed(state_of(engine, change_order)))
+        return data, [(g["state"], g["result"], g["count"], g["hosts"]) for g in data["hosts_by_state"]]
+
+    path = release(workspace, **{"spec.rollout": {"go_no_go": "manual", "wave_size": 7},
+                                 "spec.approvals": {"required": ["client_acceptance"]}})
+    assert engine.run(path, "erin").step == "test_signoff"
+    data, found = groups()
+    assert found == [("pending", "pending", 24, PRODUCTION)]          # before production: every target, pending
+    assert data["host_states"]["prod-024"] == {"state": "pending", "result": "pending", "stage": None}
+    engine.decide(CO, "test_signoff", "carol", True)
+    assert engine.run(CO, "erin").step == "change_board"
+    engine.decide(CO, "change_board", "dave", True)
+    assert engine.run(CO, "erin").step == "go_no_go"
+    data, found = groups()
+    beta = ["prod-001", "prod-002", "prod-003"]
+    assert found == [("pending", "pending", 21, PRODUCTION[3:]),
+                     ("active 1.1.0, committed 1.0.0, backup 1.0.0", "ok", 3, beta)]
+    assert data["host_states"]["prod-001"] == {"state": "active 1.1.0, committed 1.0.0, backup 1.0.0", "result": "ok",
+                                               "stage": "install_beta"}
+    text = reports.render("status", data, "text")
+    assert "Hosts per state (24 target(s)):\n   21  pending: prod-004, prod-005, prod-006, prod-007 ... prod-024\n" \
+        "    3  active 1.1.0, committed 1.0.0, backup 1.0.0: prod-001, prod-002, prod-003\n" in text
+    engine.decide(CO, "go_no_go", "frank", True)
+    assert engine.run(CO, "erin").step == "client_acceptance"             # after the waves, before the commit
+    assert groups()[1] == [("active 1.1.0, committed 1.0.0, backup 1.0.0", "ok", 24, PRODUCTION)]
+    engine.decide(CO, "client_acceptance", "alice", True)
+    assert engine.run(CO, "erin").status == "succeeded"
+    data, found = groups()
+    assert found == [("active 1.1.0, committed 1.1.0", "ok", 24, PRODUCTION)]
+    assert data["host_states"]["prod-024"]["stage"] == "commit"
+    markdown = reports.render("status", data, "md")
+    assert "| 24 | active 1.1.0, committed 1.1.0 | prod-001, prod-002, prod-003, prod-004 ... prod-024 |" in markdown
+
+
+def test_hosts_per_state_of_a_halted_and_backed_out_rollout(workspace, engine, fleet):
+    path = release(workspace, **{"spec.rollout": {"go_no_go": "manual", "wave_size": 7}})
+    outcome = engine.run(path, "erin")
+    while outcome.step != "go_no_go":
+        engine.decide(CO, outcome.step, "dave", True)
+        outcome = engine.run(CO, "erin")
+    engine.decide(CO, "go_no_go", "frank", False, "beta users report errors")
+    assert engine.run(CO, "erin").status == "rolled_back"
+    data = reports.build("status", *reversed(state_of(engine)))
+    assert [(g["state"], g["result"], g["count"]) for g in data["hosts_by_state"]] == [
+        ("not reached: the rollout halted", "not_reached", 21),
+        ("rolled back: active 1.0.0, committed 1.0.0", "rolled_back", 3)]
+    assert data["host_states"]["prod-001"] == {"state": "rolled back: active 1.0.0, committed 1.0.0",
+                                               "result": "rolled_back", "stage": "backout"}
+    page = reports.render("status", data, "html")
+    assert "rolled back: active 1.0.0, committed 1.0.0" in page and "not reached: the rollout halted" in page
+
+
 def test_closing_records_lessons_learned_and_writes_the_evaluation(workspace, engine, fleet, clock):
     engine.run(release(workspace), "erin")
     with pytest.raises(UsageError, match="is waiting; only a finished change order"):
@@ -420,8 +477,7 @@ def test_a_rolled_back_change_order_is_final_closable_evaluated_and_counted(work
     assert reports.build("evaluation", state, entry)["lessons_learned"] == "Give the beta group a longer soak."
 
 
-def test_only_a_finished_change_order_can_be_closed_and_the_message_names_the_final_statuses(workspace, engine,
-                                                                                           fleet):
+def test_closing_an_unfinished_change_order_names_the_final_statuses(workspace, engine, fleet):
     engine.run(release(workspace), "erin")
     with pytest.raises(UsageError) as refused:
         closure.close(engine.ledger, CO, "alice", "too early")
@@ -488,6 +544,11 @@ def test_release_notes_list_failed_endpoints_and_reverts_as_known_errors(workspa
     evaluation = reports.build("evaluation", state, entry)
     assert evaluation["production"]["failed"] == ["prod-002"]
     status = reports.build("status", state, entry)
+    assert [(g["state"], g["result"], g["count"]) for g in status["hosts_by_state"]] == [
+        ("active 1.1.0, committed 1.1.0", "ok", 23), ("rolled back: active 1.0.0, committed 1.0.0", "rolled_back", 1)]
+    # The backout's own success on prod-002 does not hide what the change did there.
+    assert (status["endpoints"]["prod-002"]["result"], status["endpoints"]["prod-002"]["stage"]) == (
+        "failed", "install_beta")
     assert status["inventory_changes"]["rolled_back"] == ["prod-002"]
     beta = next(stage for stage in status["inventory_changes"]["stages"] if stage["stage"] == "install_beta")
     assert beta["changes"]["prod-002"] == [{"package": "hello-agent", "kind": "reverted", "before": "1.0.0 committed",

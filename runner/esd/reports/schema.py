@@ -45,7 +45,7 @@ STATUS = {
             "kind": {"type": "string", "description": "change_order, declared, or the stage output name"},
             "stage": NULLABLE_STRING, "name": NULLABLE_STRING, "version": NULLABLE_STRING, "sha256": SHA256,
             "size": {"type": ["integer", "null"]}, "path": NULLABLE_STRING, "builder": NULLABLE_STRING})},
-        "stages_done": STRINGS, "stages_pending": STRINGS,
+        "stages_done": STRINGS, "stages_failed": STRINGS, "stages_pending": STRINGS,
         "gates": {"type": "array", "items": _object({
             "id": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "string"},
             "decided_by": NULLABLE_STRING, "decided_at": TIME, "comment": NULLABLE_STRING, "since": TIME,
@@ -55,6 +55,10 @@ STATUS = {
             "status": {"type": "string"}}, extra=True)},
         "endpoints": {"type": "object", "additionalProperties": _object({
             "stage": {"type": "string"}, "result": {"type": "string"}}, extra=True)},
+        "host_states": {"type": "object", "description": "every endpoint target (spec.targets.hosts): pending, "
+                        "running, ok, failed, unreachable, not_reached, redistribute, rollback, rolled_back, manual",
+                        "additionalProperties": _object({"state": {"type": "string"}, "result": {"type": "string"},
+                                                         "stage": NULLABLE_STRING})},
         "hosts_by_state": {"type": "array", "items": _object({
             "state": {"type": "string"}, "result": {"type": "string"}, "count": {"type": "integer"},
             "hosts": STRINGS})},
