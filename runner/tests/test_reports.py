@@ -263,6 +263,65 @@ def test_a_stage_retried_keeps_its_first_baseline_and_the_latest_after(workspace
     assert after["attempt"] == 2 and after["hosts"]["prod-012"]["packages"]["hello-agent"]["committed"] == "1.1.0"
 
 
+def test_an_image_rollout_audits_the_images_with_one_read_between_waves(workspace, engine, fleet):
+    fleet.provision(PRODUCTION, "std-server", "2025.4")
+    doc = minimal_document("update_image", **{"spec.rollout": {"wave_size": 7}})
+    co_id = doc["metadata"]["id"]
+    assert engine.run(write_document(workspace, doc), "erin").step == "change_board"
+    entry, state = state_of(engine, co_id)
+    assert [(g["state"], g["count"]) for g in reports.build("status", state, entry)["hosts_by_state"]] == [
+        ("pending", 24)]
+    engine.decide(co_id, "change_board", "dave", True)
+    assert engine.run(co_id, "erin").status == "succeeded"
+    entry, state = state_of(engine, co_id)
+    beta, waves = PRODUCTION[:3], [PRODUCTION[3:10], PRODUCTION[10:17], PRODUCTION[17:]]
+    # Image change orders read the hosts with audit.yml (software and the running image) around each stage; between
+    # two back-to-back stages (only the automatic go/no-go between them) one run reads the finished stage and the
+    # next one together, and that next stage's "before" is taken from it.
+    assert [(call["stage"], call["hosts"], call["extravars"]["audit_image"]) for call in fleet.calls
+            if call["playbook"] == "audit.yml"] == [
+        ("update_image_beta.audit_before", beta, True),
+        ("update_image_beta.audit_after", beta + waves[0], True),
+        ("update_image_wave_1.audit_after", waves[0] + waves[1], True),
+        ("update_image_wave_2.audit_after", waves[1] + waves[2], True),
+        ("update_image_wave_3.audit_after", waves[2], True)]
+    records = [r["data"] for r in entry.read_audit() if r["event"] == "inventory_snapshot"]
+    assert [(r["stage"], r["when"], r["hosts"]) for r in records] == [
+        (stage, when, count) for stage, count in (("update_image_beta", 3), ("update_image_wave_1", 7),
+                                                  ("update_image_wave_2", 7), ("update_image_wave_3", 7))
+        for when in ("before", "after")]
+    before = audit.read_snapshot(entry, "update_image_wave_1", "before")
+    after = audit.read_snapshot(entry, "update_image_wave_1", "after")
+    jsonschema.validate(before, schema.SNAPSHOT)
+    assert (before["image_probed"], before["seconds"], sorted(before["hosts"])) == (True, 0.0, waves[0])
+    assert before["hosts"]["prod-004"]["image"] == {"family": "std-server", "version": "2025.4", "parent": None,
+                                                    "slot": "a", "status": "committed"}
+    assert after["hosts"]["prod-004"]["image"] == {"family": "std-server", "version": "2026.1", "parent": "2025.4",
+                                                   "slot": "b", "status": "uncommitted"}
+    assert audit.stage_changes(before, after)["prod-004"] == [
+        {"package": None, "kind": "updated", "before": "std-server 2025.4", "after": "std-server 2026.1"}]
+
+    status = reports.build("status", state, entry)
+    changes = status["inventory_changes"]
+    assert (changes["snapshots"], changes["rolled_back"]) == (8, [])
+    assert changes["hosts"]["prod-010"] == {
+        "before": {"packages": {"hello-agent": "1.0.0 committed"}, "image": "std-server 2025.4", "image_probed": True},
+        "after": {"packages": {"hello-agent": "1.0.0 committed"}, "image": "std-server 2026.1", "image_probed": True},
+        "changes": [{"package": None, "kind": "updated", "before": "std-server 2025.4", "after": "std-server 2026.1"}],
+        "unread": False}
+    # esd.osp.image_node reports the image as a dict and committed as a bool: grouped by image and slot.
+    assert [(g["state"], g["result"], g["count"]) for g in status["hosts_by_state"]] == [
+        ("image std-server 2026.1 (slot b), uncommitted", "ok", 24)]
+    text = reports.render("status", status, "text")
+    assert "24  image std-server 2026.1 (slot b), uncommitted: prod-001" in text
+    assert "24  image: std-server 2025.4 -> std-server 2026.1 (updated): prod-001" in text
+    assert "| 24 | hello-agent 1.0.0 committed; image std-server 2025.4 | hello-agent 1.0.0 committed; image " \
+        "std-server 2026.1 | image: std-server 2025.4 -\\> std-server 2026.1 (updated) |" in reports.render(
+            "status", status, "md")
+    evaluation = reports.build("evaluation", state, entry)
+    assert (evaluation["production"]["endpoints"], evaluation["production"]["success_percent"]) == (24, 100.0)
+
+
 @pytest.mark.parametrize("old, new, kind", [
     (None, {"active": "1.0", "committed": "1.0", "installed": ["1.0"]}, "installed"),
     ({"active": "1.0", "committed": "1.0", "installed": ["1.0"]},
