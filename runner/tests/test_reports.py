@@ -480,7 +480,8 @@ def test_closing_records_lessons_learned_and_writes_the_evaluation(workspace, en
     assert evaluation["production"]["audit_seconds"] == 0.0        # read from the stages themselves: no audit.yml run
     assert dict(evaluation["production"], audit_seconds=None) == {
         "stages_run": 8, "endpoints": 24, "ok": 24, "failed": [], "success_percent": 100.0, "rolled_back": [],
-        "rollbacks": 0, "audit_snapshots": 10, "audit_seconds": None}
+        "rollbacks": 0, "rolled_back_after_failure": [], "rollbacks_after_failure": 0, "audit_snapshots": 10,
+        "audit_seconds": None}
     markdown = reports.render("evaluation", evaluation, "md")
     assert "## Lessons learned\n\nSoak the beta group longer next time." in markdown
     assert "| Requested completion met | yes |" in markdown
@@ -528,6 +529,8 @@ def test_a_rolled_back_change_order_is_final_closable_evaluated_and_counted(work
         "id": "finished_in_requested_time", "title": "Requests finished in the requested time", "numerator": 0,
         "denominator": 1, "percent": 0.0, "not_yet_counted": 0}
     assert data["by_status"] == {"rolled_back": 1}
+    # The backout rolled the beta group back after the no-go: a failed change rolled back.
+    assert (data["measures"]["rollback_rate"]["numerator"], data["measures"]["rollback_rate"]["denominator"]) == (1, 1)
     closed = closure.close(engine.ledger, CO, "alice", "Give the beta group a longer soak.")
     assert (closed["status"], closed["closure"]["closed_by"]) == ("rolled_back", "alice")
     entry, state = state_of(engine)
@@ -602,6 +605,9 @@ def test_release_notes_list_failed_endpoints_and_reverts_as_known_errors(workspa
     assert notes["known_errors"][0]["error"].startswith("failed in phase health_check: Failed to activate")
     evaluation = reports.build("evaluation", state, entry)
     assert evaluation["production"]["failed"] == ["prod-002"]
+    assert evaluation["production"]["rolled_back_after_failure"] == ["prod-002"]
+    markdown = reports.render("evaluation", evaluation, "md")
+    assert "| Rollbacks | 1 endpoint(s): prod-002, 1 after a failed change |" in markdown
     status = reports.build("status", state, entry)
     assert [(g["state"], g["result"], g["count"]) for g in status["hosts_by_state"]] == [
         ("active 1.1.0, committed 1.1.0", "ok", 23), ("rolled back: active 1.0.0, committed 1.0.0", "rolled_back", 1)]

@@ -21,6 +21,10 @@ its endpoints' success and its rollbacks. The definitions (also in runner/README
   build sign-off. **Passed test without rework**: the test-site stages all succeeded and rework is 0.
 - **rollback**: an endpoint whose audit snapshots show its active version going back to a version it
   already had, or the package's own auto-revert of a failed activation (see ``esd.audit``).
+  **Rolled back after a failure** (what the rollback rate counts): the package's auto-revert of a failed
+  activation, or a rollback by the rollout's backout of an endpoint the triage sent to be rolled back. A
+  rollback the change order asked for (rollback_update, rollback_image, a deploy of a version the host had)
+  is the change itself, not a failed deployment.
 - **success percentage**: endpoints that ended as the change order meant (the intent of the last
   production stage that ran on them, a backout's aside, checked against their latest audit snapshot; without
   snapshots, that stage's result), of the endpoints production stages ran on.
@@ -214,11 +218,29 @@ def production_facts(entry, state):
             endpoints[host] = "ok" if inventory.satisfied(intent, latest[host][1]) else "failed"
     changes = audit.change_order_changes(entry, state)
     ok = sum(1 for result in endpoints.values() if result == "ok")
+    after_failure = rolled_back_after_failure(state, changes)
     return {"stages_run": stages_run, "endpoints": len(endpoints), "ok": ok,
             "failed": sorted(host for host, result in endpoints.items() if result == "failed"),
             "success_percent": common.percent(ok, len(endpoints)),
             "rolled_back": changes["rolled_back"], "rollbacks": len(changes["rolled_back"]),
+            "rolled_back_after_failure": after_failure, "rollbacks_after_failure": len(after_failure),
             "audit_snapshots": changes["snapshots"], "audit_seconds": changes["seconds"]}
+
+
+def rolled_back_after_failure(state, changes):
+    """The endpoints on which a failed change was rolled back: the package reverted a failed activation
+    (``reverted``), or the rollout's backout rolled back an endpoint the triage classified ``rollback`` (a
+    failure, or a success undone because the rollout halted). ``changes``: :func:`esd.audit.change_order_changes`."""
+    backout = {step["id"] for step in state["plan"]["steps"] if step.get("rollout_role") == "backout"}
+    triaged = (state.get("rollout") or {}).get("endpoints") or {}
+    found = set()
+    for stage in changes["stages"]:
+        for host, host_changes in stage["changes"].items():
+            kinds = {change["kind"] for change in host_changes}
+            if audit.REVERTED in kinds or (audit.ROLLED_BACK in kinds and stage["stage"] in backout
+                                           and (triaged.get(host) or {}).get("class") == "rollback"):
+                found.add(host)
+    return sorted(found)
 
 
 # --- presentation -------------------------------------------------------------------------------------
@@ -263,8 +285,9 @@ def render_markdown(data):
                   ("Endpoints", "%d of %d ok (%s%%)" % (production["ok"], production["endpoints"],
                                                         production["success_percent"]) if production["endpoints"]
                    else "no production endpoints"),
-                  ("Rollbacks", "%d endpoint(s)%s" % (production["rollbacks"], ": %s" % t(", ".join(
-                      production["rolled_back"])) if production["rolled_back"] else "")),
+                  ("Rollbacks", "%d endpoint(s)%s, %d after a failed change" % (
+                      production["rollbacks"], ": %s" % t(", ".join(production["rolled_back"]))
+                      if production["rolled_back"] else "", production["rollbacks_after_failure"])),
               ]),
               md.heading("Lead time per site"),
               md.table(["site", "stages", "started", "finished", "lead time", "attempts", "failed attempts"],
@@ -316,6 +339,7 @@ def render_html(data):
         ("Passed test without rework", _yes_no(test["passed_without_rework"]) if test["in_scope"] else None),
         ("Endpoints ok", "%d of %d" % (production["ok"], production["endpoints"]) if production["endpoints"] else None),
         ("Rolled back", ", ".join(production["rolled_back"]) or "none"),
+        ("Rolled back after a failed change", ", ".join(production["rolled_back_after_failure"]) or "none"),
         ("Closed", "%s by %s" % (closure.get("closed_at"), closure.get("closed_by")) if closure else "not yet"),
         ("Requester satisfaction", "%s of 5" % closure["satisfaction"] if closure.get("satisfaction") else None)])))
     chart = [(s["site"], round((s["lead_time_seconds"] or 0) / 60.0, 2), "info") for s in data["sites"] if s["done"]]

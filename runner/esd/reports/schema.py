@@ -160,6 +160,7 @@ EVALUATION = {
         "production": _object({"stages_run": {"type": "integer"}, "endpoints": {"type": "integer"},
                                "ok": {"type": "integer"}, "failed": STRINGS, "success_percent": NULLABLE_NUMBER,
                                "rolled_back": STRINGS, "rollbacks": {"type": "integer"},
+                               "rolled_back_after_failure": STRINGS, "rollbacks_after_failure": {"type": "integer"},
                                "audit_snapshots": {"type": "integer"}, "audit_seconds": {"type": "number"}}),
         "closure": {"oneOf": [{"type": "null"}, _object({
             "closed_by": {"type": "string"}, "closed_at": TIME, "comment": {"type": "string"},
@@ -227,7 +228,11 @@ METRICS = {
             "passed_test_without_rework", "sent_back_for_missing_information", "rollback_rate")}),
         "lead_time": _object({"count": {"type": "integer"}, "mean_seconds": NULLABLE_NUMBER,
                               "median_seconds": NULLABLE_NUMBER}),
+        "definitions": _object({ident: {"type": "string"} for ident in (
+            "finished_in_requested_time", "packages_built_in_requested_time", "images_built_in_requested_time",
+            "passed_test_without_rework", "sent_back_for_missing_information", "rollback_rate")}),
         "totals": _object({"rework": {"type": "integer"}, "endpoints_rolled_back": {"type": "integer"},
+                           "endpoints_rolled_back_after_failure": {"type": "integer"},
                            "rejected_submissions": {"type": "integer"}, "mean_satisfaction": NULLABLE_NUMBER,
                            "satisfaction_answers": {"type": "integer"}}),
         "rows": {"type": "array", "items": {"type": "object", "required": ["change_order", "type", "status",
