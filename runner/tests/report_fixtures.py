@@ -295,7 +295,7 @@ class SimulatedFleet:
                                                                       "to": "3.0.22-1~deb12u2"}],
                                           "unchanged": 148} if parent else None}
                 outputs["esd_image"] = {"family": family, "version": version, "sha256": "e" * 64, "size": 79697572,
-                                        "path": "/nonexistent/image.rootfs.tar.gz",
+                                        "path": "/nonexistent/image.rootfs.tar.gz", "unit_test": "passed",
                                         "builder": extravars.get("image_builder"), "manifest": manifest,
                                         "parent": parent}
             elif name in ("test_package.yml", "test_image.yml") and not failed_at:

@@ -174,6 +174,22 @@ def test_an_image_release_walks_the_seed_workflow_and_approves_production_last(w
         "validate_image do not" % co_id]
 
 
+@pytest.mark.parametrize("type_id, stage_id, unit_test", [
+    ("prepare_image", "build_image", "passed"),       # esd_image reports it
+    ("prepare_media", "build_media", "passed"),       # from the build's "unit test" checks (media report none)
+])
+def test_image_and_media_builds_show_their_unit_test(workspace, engine, fleet, type_id, stage_id, unit_test):
+    doc = minimal_document(type_id)
+    assert drive(engine, write_document(workspace, doc)).status == "succeeded"
+    entry, state = state_of(engine, doc["metadata"]["id"])
+    data = reports.build("test", state, entry)
+    assert [(stage["id"], stage["unit_test"], stage["scan"]) for stage in data["stages"]] == [
+        (stage_id, unit_test, None)]
+    page = reports.render("test", data, "html")
+    assert "unit test %s, virus scan not reported" % unit_test in page and "unit test None" not in page
+    assert "unit test: %s; virus scan: not reported" % unit_test in reports.render("test", data, "md")
+
+
 def test_junit_of_a_failing_test_has_the_failure_and_the_checks_not_run(workspace, engine, fleet, tmp_path):
     fleet.failures["test"] = [{"test-01": "failed", "test-02": "unreachable"}]
     engine.run(release(workspace), "erin")

@@ -239,8 +239,8 @@ def test_report(state, entry):
             "id": planned["id"], "site": planned["site"], "title": planned["title"],
             "playbook": os.path.basename(planned["playbook"]), "status": record.get("status", "pending"),
             "hosts_planned": planned_hosts, "attempts": attempts,
-            "unit_test": (outputs.get("artifact") or {}).get("unit_test") if planned["site"] == "build" else None,
-            "scan": ((outputs.get("artifact") or {}).get("scan_engine") or None) if planned["site"] == "build" else None,
+            "unit_test": _unit_test(outputs, attempts) if planned["site"] == "build" else None,
+            "scan": (_built(outputs).get("scan_engine") or None) if planned["site"] == "build" else None,
             "backout_rehearsed": test_output.get("backout_rehearsed") if rehearses else None,
             "totals": latest["totals"] if latest else None,
         })
@@ -286,6 +286,30 @@ def _now():
     from esd.ledger import timestamp
 
     return timestamp()
+
+
+BUILD_OUTPUTS = ("artifact", "image", "media")       # what the build stages report (esd_artifact, esd_image, ...)
+
+
+def _built(outputs):
+    return next((outputs[name] for name in BUILD_OUTPUTS if isinstance(outputs.get(name), dict)), {})
+
+
+def _unit_test(outputs, attempts):
+    """The build's unit test: as the build reported it (packages, images), else from its ``unit test`` checks in
+    the latest attempt (media verify the medium in such a task), else None (not reported)."""
+    if _built(outputs).get("unit_test"):
+        return _built(outputs)["unit_test"]
+    latest = attempts[-1] if attempts else None
+    results = {check["result"] for data in (latest or {}).get("hosts", {}).values() for check in data["checks"]
+               if (check["phase"] or "").lower() == "unit test"}
+    if not results:
+        return None
+    if results & {"failed", "unreachable"}:
+        return "failed"
+    if "not_run" in results:
+        return "not run"
+    return "skipped" if results == {"skipped"} else "passed"
 
 
 def _rehearsal(stages, rehearsing):
@@ -467,7 +491,8 @@ def render_markdown(report):
         facts = ["%s, playbook %s, status **%s**, %d attempt(s)" % (t(stage["title"]), c(stage["playbook"]),
                                                                    t(stage["status"]), len(stage["attempts"]))]
         if stage["site"] == "build":
-            facts.append("unit test: %s; virus scan: %s" % (t(stage["unit_test"]), t(stage["scan"] or "not reported")))
+            facts.append("unit test: %s; virus scan: %s" % (t(stage["unit_test"] or "not reported"),
+                                                            t(stage["scan"] or "not reported")))
         blocks.append(md.bullets(facts))
         for attempt in stage["attempts"]:
             hosts, rows = _matrix(attempt)
@@ -528,7 +553,7 @@ def render_html(report):
     for stage in report["stages"]:
         parts = [h.para("%s — playbook %s, status %s, %d attempt(s)%s" % (
             stage["title"], stage["playbook"], stage["status"], len(stage["attempts"]),
-            "; unit test %s, virus scan %s" % (stage["unit_test"], stage["scan"] or "not reported")
+            "; unit test %s, virus scan %s" % (stage["unit_test"] or "not reported", stage["scan"] or "not reported")
             if stage["site"] == "build" else ""))]
         for attempt in stage["attempts"]:
             hosts, rows = _matrix(attempt)
