@@ -4,8 +4,9 @@ The rules, from the seeds:
 - the requester of a change order may not give its change-board approval;
 - whoever built an artifact may not sign off its test, its UAT or its build;
 - production approval requires that the backout was rehearsed at the test site: for a release that
-  is the test stage of the same change order (every test-site stage that reports a rehearsal, esd_test); for install/update change orders it is the test stage
-  of the change order named in ``spec.backout.rehearsed_in``, for the same artifact digest.
+  is the test stage of the same change order (every test-site stage that reports a rehearsal, esd_test);
+  for install/update change orders it is the test stage of the change order named in
+  ``spec.backout.rehearsed_in``, for the same artifact digest.
 """
 
 from __future__ import annotations
