@@ -25,6 +25,9 @@ SITE_TEST = "test"
 SITE_PRODUCTION = "production"
 SITES = (SITE_BUILD, SITE_TEST, SITE_PRODUCTION)
 
+# The name a test-site stage keeps its set_stats esd_test report under ({passed, backout_rehearsed, ...}).
+TEST_OUTPUT = "test"
+
 # Which change-order target each stage addresses: ``spec.targets.<role>``, defaulting to the group.
 TARGET_DEFAULTS = {
     "build": "build_site",
@@ -226,7 +229,7 @@ def _build_package(stage_id="build", title="Build, scan and unit-test the packag
 def _test_package(source):
     return Stage(
         "test", "Install on the test hosts, health-check and rehearse the backout", SITE_TEST, "test_package.yml",
-        target="test", inputs={**SOFTWARE_IDENTITY, **source}, outputs={"esd_test": "test"},
+        target="test", inputs={**SOFTWARE_IDENTITY, **source}, outputs={"esd_test": TEST_OUTPUT},
         checks=("test_passed",),
     )
 
@@ -341,7 +344,7 @@ ESD_TYPES = (
                  Stage("test_media", "Install from the media on the test hosts and rehearse the backout", SITE_TEST,
                        "test_media.yml", target="test",
                        inputs={"media_src": Field("media.artifact"), "media_sha256": Field("media.sha256")},
-                       outputs={"esd_test": "test"}, checks=("test_passed",)),
+                       outputs={"esd_test": TEST_OUTPUT}, checks=("test_passed",)),
                  TEST_SIGNOFF),
                 requires=("media.name", "media.artifact", "media.sha256", "media.builder")),
     RequestType("add_to_production", ESD, "Promote a tested package into the production repository",
@@ -437,7 +440,7 @@ def _build_image(title="Build the OS image (rootfs archive, manifest, SBOM)", **
 
 def _test_image(source):
     return Stage("test_image", "Automated install-and-test plan on the test hosts", SITE_TEST, "test_image.yml",
-                 target="test", inputs={**IMAGE_IDENTITY, **source}, outputs={"esd_test": "test"},
+                 target="test", inputs={**IMAGE_IDENTITY, **source}, outputs={"esd_test": TEST_OUTPUT},
                  checks=("test_passed",))
 
 
@@ -471,7 +474,7 @@ OSP_TYPES = (
                 (DEPLOYMENT_PLAN,
                  Stage("test_image_media", "Provision test hosts from the media", SITE_TEST, "test_image_media.yml",
                        target="test", inputs={**IMAGE_IDENTITY, **IMAGE_FROM_CHANGE_ORDER},
-                       outputs={"esd_test": "test"}, checks=("test_passed",)),
+                       outputs={"esd_test": TEST_OUTPUT}, checks=("test_passed",)),
                  TEST_SIGNOFF),
                 requires=("image.family", "image.version", "image.artifact", "image.sha256", "image.builder")),
     RequestType("add_image_to_production", OSP, "Promote a tested image into the production repository",
@@ -525,9 +528,11 @@ OSP_TYPES = (
                 requires=_OSP_PRODUCTION),
     RequestType("image_release", OSP,
                 "Image Create/Update fulfilment: validate request, build, install-and-test, validate, UAT, "
-                "build sign-off, move to PROD, retire the designated image",
-                (CHANGE_BOARD,                      # "an approval request is validated and approved"
-                 DEPLOYMENT_PLAN,
+                "build sign-off, change board, move to PROD, retire the designated image",
+                # Seed 000's order. The request is validated when it is registered (and again by the fulfilment
+                # team when spec.approvals.required lists deployment_plan); the change board approves production
+                # last, once the test stage rehearsed the backout (gates.rehearsal_problems), as in a release.
+                (DEPLOYMENT_PLAN,
                  _build_image(),
                  _test_image(IMAGE_FROM_BUILD),
                  _image_stage("validate_image", "Validate the image (manifest, SBOM, digests)", SITE_TEST,
@@ -535,6 +540,7 @@ OSP_TYPES = (
                  Notify("announce_uat", "Announce UAT readiness", "uat_ready"),
                  UAT_SIGNOFF,
                  BUILD_SIGNOFF,
+                 CHANGE_BOARD,
                  _image_stage("promote_image", "Move the build to the PROD repository", SITE_PRODUCTION,
                               "promote_image.yml", None, **IMAGE_FROM_BUILD),
                  _image_stage("retire_designated_image", "Remove the image designated for removal",
@@ -549,6 +555,14 @@ REQUEST_TYPES = {request_type.id: request_type for request_type in ESD_TYPES + O
 def get(type_id):
     """The request type for ``type_id``; KeyError if the catalogue does not know it."""
     return REQUEST_TYPES[type_id]
+
+
+def rehearses_backout(step):
+    """Whether a planned step (a dict of the frozen plan) is a test-site stage that reports a backout rehearsal
+    (set_stats ``esd_test``). Test-site stages that rehearse nothing (image_release's validate_image) neither count
+    for nor against the rehearsal that production approval needs."""
+    return step.get("kind") == "stage" and step.get("site") == SITE_TEST and \
+        TEST_OUTPUT in (step.get("outputs") or {}).values()
 
 
 def optional_gates(request_type):

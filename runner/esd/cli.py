@@ -22,6 +22,30 @@ ledger:   --ledger, else ESD_LEDGER, else $ESD_HOME/ledger, else ./.esd/ledger.
 """
 
 
+class _KnownError(argparse.Action):
+    """``--known-error TEXT``: a known error for the release notes; a ``--workaround`` after it belongs to it."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, list(getattr(namespace, self.dest, None) or []) + [[values, None]])
+
+
+class _Workaround(argparse.Action):
+    """``--workaround TEXT``: the workaround of the ``--known-error`` given last before it (each known error has
+    at most one; a known error without a workaround simply has none, and the others stay with their own)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        known = [list(item) for item in getattr(namespace, "known_errors", None) or []]
+        if not known:
+            raise argparse.ArgumentError(self, "%r has no --known-error before it: write --known-error TEXT "
+                                               "--workaround TEXT" % values)
+        if known[-1][1] is not None:
+            raise argparse.ArgumentError(self, "%r follows a --known-error that already has a workaround (%r): give "
+                                               "each workaround right after its own --known-error"
+                                         % (values, known[-1][1]))
+        known[-1][1] = values
+        namespace.known_errors = known
+
+
 def _parser():
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
@@ -107,10 +131,11 @@ def _parser():
     sub.add_argument("--comment", required=True, help="the closing comment: lessons learned")
     sub.add_argument("--satisfaction", type=int, choices=range(1, 6), metavar="1-5",
                      help="the requester's satisfaction, 1 (poor) to 5 (excellent)")
-    sub.add_argument("--known-error", dest="known_errors", action="append", default=[], metavar="TEXT",
-                     help="a known error for the release notes (repeatable; pair each with --workaround)")
-    sub.add_argument("--workaround", dest="workarounds", action="append", default=[], metavar="TEXT",
-                     help="the workaround of the --known-error at the same position")
+    sub.add_argument("--known-error", dest="known_errors", action=_KnownError, default=[], metavar="TEXT",
+                     help="a known error for the release notes (repeatable)")
+    sub.add_argument("--workaround", action=_Workaround, metavar="TEXT",
+                     help="the workaround of the --known-error given right before it (optional, one per known "
+                          "error): --known-error A --workaround WA --known-error B --known-error C --workaround WC")
     sub = add("demo", "run the embedded demo: a software_release on the demo fleet, end to end", (common,))
     sub.add_argument("--quiet", action="store_true", help="no stage progress, only the story")
     sub.add_argument("--keep-fleet", action="store_true", help="do not reset the demo fleet's host roots first")
@@ -355,13 +380,9 @@ def cmd_inventory(args):
 
 
 def cmd_close(args):
-    from esd.errors import UsageError
     from esd.reports import closure
 
-    if len(args.workarounds) > len(args.known_errors):
-        raise UsageError("each --workaround needs a --known-error before it")
-    known = [(error, args.workarounds[index] if index < len(args.workarounds) else None)
-             for index, error in enumerate(args.known_errors)]
+    known = [tuple(item) for item in args.known_errors]
     actor = identity.current(args.actor)
     state = closure.close(Ledger(args.ledger), args.change_order, actor, args.comment, args.satisfaction, known)
     _emit(args, {"change_order": args.change_order, "status": state["status"], "closure": state["closure"]},

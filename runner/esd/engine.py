@@ -32,8 +32,8 @@ from esd.plan import Plan, make_plan
 from esd.progress import Console
 from esd.stage import run_stage
 from esd import rollout, siteconfig
+from esd.states import FINAL
 
-FINAL = ("succeeded", "cancelled", "denied", "rolled_back")
 STATUS_EXIT = {
     "succeeded": ExitCode.SUCCESS,
     "rolled_back": ExitCode.FAILED,      # the rollout halted and the change was backed out

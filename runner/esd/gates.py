@@ -4,8 +4,9 @@ The rules, from the seeds:
 - the requester of a change order may not give its change-board approval;
 - whoever built an artifact may not sign off its test, its UAT or its build;
 - production approval requires that the backout was rehearsed at the test site: for a release that
-  is the test stage of the same change order; for install/update change orders it is the test stage
-  of the change order named in ``spec.backout.rehearsed_in``, for the same artifact digest.
+  is the test stage of the same change order (every test-site stage that reports a rehearsal, esd_test);
+  for install/update change orders it is the test stage of the change order named in
+  ``spec.backout.rehearsed_in``, for the same artifact digest.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 
-from esd import identity
+from esd import catalogue, identity
 from esd.errors import GateError
 
 PENDING = "pending"
@@ -124,7 +125,13 @@ def rehearsal_problems(state, ledger):
     problems = []
     test_steps = [step for step in state["plan"]["steps"] if step["kind"] == "stage" and step.get("site") == "test"]
     if test_steps:
-        for step in test_steps:
+        # Only stages that report a rehearsal (esd_test) decide; a plan with none cannot show a rehearsal.
+        rehearsing = [step for step in test_steps if catalogue.rehearses_backout(step)]
+        if not rehearsing:
+            return ["no test stage of change order %s reports a backout rehearsal (esd_test.backout_rehearsed): %s "
+                    "do%s not" % (state["change_order"]["id"], ", ".join(step["id"] for step in test_steps),
+                                  "es" if len(test_steps) == 1 else "")]
+        for step in rehearsing:
             result = state["steps"][step["id"]]
             test = (result.get("outputs") or {}).get("test") or {}
             if result.get("status") != "succeeded" or not test.get("backout_rehearsed"):

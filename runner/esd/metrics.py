@@ -8,13 +8,18 @@ live:
 ==================================  =======================================================================
 measure                             counted
 ==================================  =======================================================================
-finished_in_requested_time          succeeded before due, of those succeeded, denied, cancelled or past due
+finished_in_requested_time          succeeded before due, of those finished (esd.states.FINAL) or past due
 packages_built_in_requested_time    ESD builds handed over before due, of ESD change orders with a build
 images_built_in_requested_time      OSP builds handed over before due, of OSP change orders with a build
 passed_test_without_rework          tested without a failed test attempt or denied sign-off, of those tested
 sent_back_for_missing_information   requests with a rejected submission, of all requests
-rollback_rate                       change orders with a rolled-back endpoint, of those that ran production
+rollback_rate                       change orders with a failed change rolled back on an endpoint, of those
+                                    that ran production stages on endpoints
 ==================================  =======================================================================
+
+The rollback rate measures failed deployments that were rolled back (the package's auto-revert of a failed
+activation, or the rollout's backout), not rollbacks a change order asked for: a rollback_update or
+rollback_image rolls endpoints back because that is its change (``DEFINITIONS``, printed with every format).
 
 plus the mean and median lead time (received → succeeded) and totals (rework, endpoints rolled back,
 requester satisfaction from ``esd close``).
@@ -54,8 +59,25 @@ MEASURES = (
     ("images_built_in_requested_time", "Images built in the requested time"),
     ("passed_test_without_rework", "Passed test without rework"),
     ("sent_back_for_missing_information", "Sent back for missing information (failed validation)"),
-    ("rollback_rate", "Change orders with a rollback"),
+    ("rollback_rate", "Change orders with a failed change rolled back"),
 )
+
+# What each measure counts, in the output of every format (the full definitions: esd.reports.evaluation).
+DEFINITIONS = {
+    "finished_in_requested_time": "succeeded before the end of the requested completion day (UTC), of the change "
+                                  "orders finished (succeeded, cancelled, denied, rolled_back) or past that day",
+    "packages_built_in_requested_time": "package and media builds handed over before due, of the change orders "
+                                        "with such a build",
+    "images_built_in_requested_time": "OS image and image media builds handed over before due, of the change "
+                                      "orders with such a build",
+    "passed_test_without_rework": "test stages passed with no failed test attempt and no denied sign-off, of the "
+                                  "change orders tested",
+    "sent_back_for_missing_information": "requests esd run refused as invalid (once per request), of all requests",
+    "rollback_rate": "change orders in which a failed change was rolled back on an endpoint (the package's "
+                     "auto-revert of a failed activation, or the rollout's backout), of those that ran production "
+                     "stages on endpoints; a rollback the change order asked for (rollback_update, rollback_image) is "
+                     "the change itself and does not count",
+}
 
 SHORT_TITLES = {"finished_in_requested_time": "Finished in time", "packages_built_in_requested_time":
                 "Packages built in time", "images_built_in_requested_time": "Images built in time",
@@ -279,7 +301,8 @@ def compute(ledger, since=None, until=None, types=(), categories=(), now=None):
     measures["sent_back_for_missing_information"] = _measure(
         "sent_back_for_missing_information", titles["sent_back_for_missing_information"], sent_back, requests)
     measures["rollback_rate"] = _measure("rollback_rate", titles["rollback_rate"],
-                                         sum(1 for f in production if f["production"]["rollbacks"]), len(production))
+                                         sum(1 for f in production if f["production"]["rollbacks_after_failure"]),
+                                         len(production))
     by_status = {}
     for facts in facts_list:
         by_status[facts["status"]] = by_status.get(facts["status"], 0) + 1
@@ -294,11 +317,14 @@ def compute(ledger, since=None, until=None, types=(), categories=(), now=None):
         "requests": requests,
         "by_status": dict(sorted(by_status.items())),
         "measures": measures,
+        "definitions": dict(DEFINITIONS),
         "lead_time": {"count": len(lead_times),
                       "mean_seconds": round(statistics.fmean(lead_times), 3) if lead_times else None,
                       "median_seconds": round(statistics.median(lead_times), 3) if lead_times else None},
         "totals": {"rework": sum(f["test"]["rework"] for f in facts_list),
                    "endpoints_rolled_back": sum(f["production"]["rollbacks"] for f in facts_list),
+                   "endpoints_rolled_back_after_failure": sum(f["production"]["rollbacks_after_failure"]
+                                                              for f in facts_list),
                    "rejected_submissions": rejections,
                    "mean_satisfaction": round(statistics.fmean(satisfaction), 2) if satisfaction else None,
                    "satisfaction_answers": len(satisfaction)},
@@ -316,7 +342,8 @@ def _row(facts):
             "tested": facts["test"]["tested"], "rework": facts["test"]["rework"],
             "passed_without_rework": facts["test"]["passed_without_rework"],
             "endpoints": facts["production"]["endpoints"], "success_percent": facts["production"]["success_percent"],
-            "rollbacks": facts["production"]["rollbacks"]}
+            "rollbacks": facts["production"]["rollbacks"],
+            "rollbacks_after_failure": facts["production"]["rollbacks_after_failure"]}
 
 
 # --- presentation ----------------------------------------------------------------------------------------
@@ -353,14 +380,20 @@ def render_text(data):
         width, "Mean lead time", common.human_duration(lead["mean_seconds"]),
         common.human_duration(lead["median_seconds"]), lead["count"])]
     totals = data["totals"]
-    lines.append("  %-*s  %d rework, %d endpoint(s) rolled back, %d rejected submission(s)%s" % (
-        width, "Totals", totals["rework"], totals["endpoints_rolled_back"], totals["rejected_submissions"],
-        ", satisfaction %.2f of 5 (%d answers)" % (totals["mean_satisfaction"], totals["satisfaction_answers"])
-        if totals["mean_satisfaction"] is not None else ""))
+    satisfaction = ""
+    if totals["mean_satisfaction"] is not None:
+        satisfaction = ", satisfaction %.2f of 5 (%d answers)" % (
+            totals["mean_satisfaction"], totals["satisfaction_answers"])
+    lines.append("  %-*s  %d rework, %d endpoint(s) rolled back (%d after a failed change), %d rejected "
+                 "submission(s)%s" % (width, "Totals", totals["rework"], totals["endpoints_rolled_back"],
+                                      totals["endpoints_rolled_back_after_failure"], totals["rejected_submissions"],
+                                      satisfaction))
     if data["by_status"]:
         lines.append("  %-*s  %s" % (width, "By status", ", ".join("%s %d" % item for item in data["by_status"].items())))
     if data["unreadable"]:
         lines.append("  unreadable entries: %s" % ", ".join(item["change_order"] for item in data["unreadable"]))
+    lines += ["", "Definitions:"] + ["  %s: %s" % (SHORT_TITLES[ident], data["definitions"][ident])
+                                     for ident, _ in MEASURES]
     return "\n".join(lines) + "\n"
 
 
@@ -381,6 +414,7 @@ def render_csv(data):
     totals = data["totals"]
     for key, title in (("rework", "Rework (returns to the building site)"),
                        ("endpoints_rolled_back", "Endpoints rolled back"),
+                       ("endpoints_rolled_back_after_failure", "Endpoints rolled back after a failed change"),
                        ("rejected_submissions", "Rejected submissions")):
         writer.writerow([key, title, "", "", totals[key], "count"])
     return buffer.getvalue()
@@ -391,7 +425,7 @@ def render_rows_csv(data):
     buffer = io.StringIO()
     fields = ["change_order", "type", "category", "status", "received_at", "finished_at", "requested_completion",
               "on_time", "lead_time_seconds", "build_on_time", "tested", "rework", "passed_without_rework",
-              "endpoints", "success_percent", "rollbacks"]
+              "endpoints", "success_percent", "rollbacks", "rollbacks_after_failure"]
     writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     for row in data["rows"]:
@@ -412,8 +446,11 @@ def render_markdown(data):
         md.key_values([("Mean lead time", common.human_duration(lead["mean_seconds"])),
                        ("Median lead time", common.human_duration(lead["median_seconds"])),
                        ("Rework", str(totals["rework"])),
-                       ("Endpoints rolled back", str(totals["endpoints_rolled_back"])),
-                       ("Rejected submissions", str(totals["rejected_submissions"]))]))
+                       ("Endpoints rolled back", "%d (%d after a failed change)" % (
+                           totals["endpoints_rolled_back"], totals["endpoints_rolled_back_after_failure"])),
+                       ("Rejected submissions", str(totals["rejected_submissions"]))]),
+        md.heading("Definitions"),
+        md.key_values([(t(SHORT_TITLES[ident]), t(data["definitions"][ident])) for ident, _ in MEASURES]))
 
 
 def render_html(data):
@@ -439,7 +476,9 @@ def render_html(data):
                 ["change order", "type", "status", "received", "due", "on time", "lead time", "rework", "rollbacks"],
                 [(r["change_order"], r["type"], r["status"], r["received_at"], r["requested_completion"],
                   {True: "yes", False: "no", None: "-"}[r["on_time"]], common.human_duration(r["lead_time_seconds"]),
-                  r["rework"], r["rollbacks"]) for r in data["rows"]], numeric=(7, 8)))]
+                  r["rework"], r["rollbacks"]) for r in data["rows"]], numeric=(7, 8))),
+            h.section("Definitions", h.key_values([(SHORT_TITLES[ident], data["definitions"][ident])
+                                                   for ident, _ in MEASURES]))]
     return h.page("Measurements", h.join(body), subtitle="ledger %s" % data["ledger"], generated=data["generated_at"])
 
 

@@ -1,9 +1,12 @@
 """A simulated fleet for the report and metrics unit tests: it stands in for ``esd.stage.run_stage``.
 
 Unlike ``esd_fixtures.FakeStages`` it keeps a state per host (the packages esd.osp.software would have
-installed) and writes ansible-runner-shaped job events into each attempt's private data dir, so the
-test report reads checks and the audit reads software inventories exactly as from real runs. Time comes
-from a :class:`Clock` patched into ``esd.ledger.now``, so lead times and due dates are exact.
+installed, the A/B image slots esd.osp.image_node would have written) and writes ansible-runner-shaped job
+events into each attempt's private data dir, so the test report reads checks and the audit reads software
+inventories and running images exactly as from real runs. Production stages return what the modules return
+(esd.osp.software: active, backup, committed, installed...; esd.osp.image_node: ``active`` the running slot's
+image as a dict, ``committed`` a bool) and the host outcomes keep what ``esd.stage.EventTracker`` keeps of it.
+Time comes from a :class:`Clock` patched into ``esd.ledger.now``, so lead times and due dates are exact.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import uuid
 import yaml
 
 from esd import ledger as ledger_mod
-from esd.stage import HostOutcome, StageResult
+from esd.stage import SOFTWARE_KEYS, HostOutcome, StageResult
 
 UTC = datetime.timezone.utc
 
@@ -50,6 +53,11 @@ IMAGE_TEST_TASKS = ("Test image | verify | Check the image and its identity",
                     "Test image | lifecycle | Backout rehearsal inside the node (install, update, roll back, update "
                     "again, commit)",
                     "Test image | test plan | Run the image's test plan against the node")
+VALIDATE_TASKS = ("Validate image | validate | Check digest, identity, manifest, SBOM, hardening results and "
+                  "checksums",)
+# Production playbooks and the module each one changes endpoints with (one call per host).
+SOFTWARE_PLAYBOOKS = ("deploy.yml", "activate.yml", "commit.yml", "rollback.yml", "backout.yml", "remove.yml")
+IMAGE_PLAYBOOKS = ("provision.yml", "update_image.yml", "rollback_image.yml", "commit_image.yml")
 BUILD_TASKS = ("Build package | scan | Scan the sources with ClamAV", "Build package | build | Build the artifact",
                "Build package | unit test | Install and activate (runs the health check)",
                "Build package | unit test | Uninstall", "Build package | after build | Run the site's post-build tasks")
@@ -61,6 +69,7 @@ class SimulatedFleet:
 
     def __init__(self):
         self.hosts = {}                 # host -> {package: {active, committed, backups, installed, last_change}}
+        self.images = {}                # host -> {"slots": {"a": image or None, "b": ...}, "active": slot, "status"}
         self.failures = {}
         self.calls = []
         self.groups = {"production": ["prod-%03d" % n for n in range(1, 25)]}
@@ -76,6 +85,61 @@ class SimulatedFleet:
 
     def package(self, host, name):
         return (self.hosts.get(host) or {}).get(name)
+
+    def provision(self, hosts, family, version):
+        """Nodes already running an image in slot a (committed), as esd.osp.image_node leaves them."""
+        for host in hosts:
+            self.images[host] = {"slots": {"a": {"family": family, "version": version, "sha256": "9" * 64},
+                                           "b": None}, "active": "a", "status": "committed"}
+
+    def image(self, host):
+        """(family, version) of the image the node runs, or None."""
+        node = self.images.get(host)
+        active = node and node["active"] and node["slots"][node["active"]]
+        return (active["family"], active["version"]) if active else None
+
+    def _apply_image(self, host, playbook, extravars):
+        node = self.images.setdefault(host, {"slots": {"a": None, "b": None}, "active": None, "status": "absent"})
+        wanted = {"family": extravars.get("image_family"), "version": str(extravars.get("image_version")),
+                  "sha256": extravars.get("image_sha256")}
+        previous = "b" if node["active"] == "a" else "a"
+        if playbook in ("provision.yml", "update_image.yml"):
+            if node["active"] and self.image(host) == (wanted["family"], wanted["version"]):
+                return
+            if node["active"] is None:
+                node["slots"]["a"], node["active"], node["status"] = wanted, "a", "committed"
+                return
+            node["slots"][previous], node["active"], node["status"] = wanted, previous, "uncommitted"
+        elif playbook == "rollback_image.yml" and node["slots"].get(previous):
+            node["slots"][node["active"]], node["active"], node["status"] = None, previous, "committed"
+        elif playbook == "commit_image.yml" and node["active"]:
+            node["slots"][previous], node["status"] = None, "committed"
+
+    def _image_node_result(self, host):
+        """What esd.osp.image_node returns for the node (its RETURN: active, previous, committed, status, ...)."""
+        node = self.images.get(host) or {"slots": {"a": None, "b": None}, "active": None, "status": "absent"}
+
+        def slot(name):
+            image = node["slots"].get(name) if name else None
+            return dict(image, slot=name, container="%s-%s" % (host, name)) if image else None
+
+        active = slot(node["active"])
+        previous = slot(("b" if node["active"] == "a" else "a") if node["active"] else None)
+        return {"active": active, "previous": previous, "committed": node["status"] == "committed",
+                "status": node["status"], "slots": {name: slot(name) for name in ("a", "b")},
+                "container": active["container"] if active else None, "data_volume": "%s-data" % host}
+
+    def _image_node_info(self, host):
+        """One node of esd.osp.image_node_info's ``nodes``."""
+        result = self._image_node_result(host)
+        return {"name": host, "status": result["status"], "active": result["active"], "previous": result["previous"]}
+
+    def _software_result(self, host, name):
+        """What esd.osp.software returns about the package after the call (active, backup, committed, ...)."""
+        package = self.package(host, name) or {}
+        backups = list(package.get("backups") or [])
+        return {"active": package.get("active"), "backup": backups[0] if backups else None, "backups": backups,
+                "committed": package.get("committed"), "installed": list(package.get("installed") or [])}
 
     def _apply(self, host, playbook, extravars):
         name, version = extravars.get("software_name"), extravars.get("software_version")
@@ -143,10 +207,16 @@ class SimulatedFleet:
             for host in targets:
                 events.result(host, "runner_on_ok", {"changed": False, "packages": self.describe(host)})
                 outcomes[host] = HostOutcome(host, "ok")
+            if extravars.get("audit_image", True):
+                events.task("Audit | image | Read the image the node runs on its virtualisation host "
+                            "(esd.osp.image_node nodes)", "esd.osp.image_node_info")
+                for host in targets:
+                    events.result(host, "runner_on_ok", {"changed": False, "nodes": [self._image_node_info(host)]})
         else:
-            tasks = TEST_TASKS if name == "test_package.yml" else IMAGE_TEST_TASKS if name == "test_image.yml" \
-                else BUILD_TASKS if name.startswith("build_") else (
-                "Software | apply | Bring %s to its state" % extravars.get("software_name"),)
+            module = "esd.osp.image_node" if name in IMAGE_PLAYBOOKS else "esd.osp.software"
+            # Production stages report the endpoint's state the way their module does, after the change.
+            reports_state = name in SOFTWARE_PLAYBOOKS + IMAGE_PLAYBOOKS
+            tasks = _tasks(name, extravars)
             failed_at = {}
             # Like esd.osp.software with inventory=true (software_inventory): the host's whole inventory as the
             # module found it and as it left it, on its ok and failed results.
@@ -154,7 +224,7 @@ class SimulatedFleet:
             befores = {host: self.describe(host) for host in targets} if reports_inventory else {}
             deferred = []
             for number, task in enumerate(tasks):
-                events.task(task, "esd.osp.software")
+                events.task(task, module)
                 for host in targets:
                     if host in failed_at:
                         continue
@@ -173,7 +243,7 @@ class SimulatedFleet:
                         failed_at[host] = (task, message, how)
                     elif "post-build" in task:
                         events.result(host, "runner_on_skipped", {"skip_reason": "Conditional result was False"})
-                    elif reports_inventory:
+                    elif reports_inventory or reports_state:
                         deferred.append((host, "runner_on_ok", {"changed": True}))
                     else:
                         events.result(host, "runner_on_ok", {"changed": True})
@@ -185,10 +255,20 @@ class SimulatedFleet:
                     outcomes[host] = HostOutcome(host, "unreachable" if how == "unreachable" else "failed", False,
                                                  task, message, "health_check" if how == "reverted" else "apply")
                 else:
-                    self._apply(host, name, extravars)
+                    if name in IMAGE_PLAYBOOKS:
+                        self._apply_image(host, name, extravars)
+                    else:
+                        self._apply(host, name, extravars)
                     outcomes[host] = HostOutcome(host, "ok", True)
             for host, kind, res in deferred:
-                events.result(host, kind, dict(res, inventory={"before": befores[host], "after": self.describe(host)}))
+                if kind == "runner_on_ok" and reports_state:
+                    res = dict(res, **(self._image_node_result(host) if name in IMAGE_PLAYBOOKS else
+                                       self._software_result(host, extravars.get("software_name"))))
+                    # What esd.stage.EventTracker keeps of an ok result that has active and committed.
+                    outcomes[host].software = {key: res[key] for key in SOFTWARE_KEYS if key in res}
+                if reports_inventory:
+                    res = dict(res, inventory={"before": befores[host], "after": self.describe(host)})
+                events.result(host, kind, res)
             if name == "build_package.yml":
                 with open(os.path.join(extravars["build_package_src"], "package.yml"), encoding="utf-8") as handle:
                     spec = yaml.safe_load(handle)
@@ -215,7 +295,7 @@ class SimulatedFleet:
                                                                       "to": "3.0.22-1~deb12u2"}],
                                           "unchanged": 148} if parent else None}
                 outputs["esd_image"] = {"family": family, "version": version, "sha256": "e" * 64, "size": 79697572,
-                                        "path": "/nonexistent/image.rootfs.tar.gz",
+                                        "path": "/nonexistent/image.rootfs.tar.gz", "unit_test": "passed",
                                         "builder": extravars.get("image_builder"), "manifest": manifest,
                                         "parent": parent}
             elif name in ("test_package.yml", "test_image.yml") and not failed_at:
@@ -223,6 +303,19 @@ class SimulatedFleet:
         failed = any(o.status != "ok" for o in outcomes.values())
         return StageResult("failed" if failed else "successful", 2 if failed else 0, outcomes, outputs, started,
                            started + 1.0, 0.9, private_data_dir, None, 4242)
+
+
+def _tasks(playbook, extravars):
+    """The task names a playbook runs on each host (production playbooks: one module call)."""
+    named = {"test_package.yml": TEST_TASKS, "test_image.yml": IMAGE_TEST_TASKS, "validate_image.yml": VALIDATE_TASKS}
+    if playbook in named:
+        return named[playbook]
+    if playbook.startswith("build_"):
+        return BUILD_TASKS
+    if playbook in IMAGE_PLAYBOOKS:
+        return ("Image node | apply | Bring the node to %s %s" % (extravars.get("image_family"),
+                                                                extravars.get("image_version")),)
+    return ("Software | apply | Bring %s to its state" % extravars.get("software_name"),)
 
 
 class _Events:

@@ -237,3 +237,26 @@ def test_log_shows_the_head_to_anchor_it(esd, workspace, tmp_path):
     rc, out, _ = esd("log", "CO-remove", "--verify")
     assert out.splitlines()[-2:] == ["head: record 3, sha256 %s" % data["head"]["hash"],
                                      "audit log verified: 3 records, hash chain intact"]
+
+
+def test_close_binds_each_workaround_to_the_known_error_before_it(esd, workspace, capsys):
+    assert esd("run", write_document(workspace, minimal_document("prepare_package")), "--as", "bob")[0] == 0
+    rc, data = js(esd("close", "CO-prepare-package", "--comment", "fine", "--known-error", "slow start",
+                      "--known-error", "logs a warning", "--workaround", "ignore it", "--known-error", "no man page",
+                      "--as", "alice", "--json"))
+    assert rc == 0
+    # Leaving a workaround out does not shift the others onto the wrong known error.
+    assert data["closure"]["known_errors"] == [{"error": "slow start", "workaround": None},
+                                               {"error": "logs a warning", "workaround": "ignore it"},
+                                               {"error": "no man page", "workaround": None}]
+    for args, message in (
+            (["--workaround", "wait", "--known-error", "slow start"],
+             "argument --workaround: 'wait' has no --known-error before it: write --known-error TEXT --workaround "
+             "TEXT"),
+            (["--known-error", "slow start", "--workaround", "wait", "--workaround", "restart"],
+             "argument --workaround: 'restart' follows a --known-error that already has a workaround ('wait'): "
+             "give each workaround right after its own --known-error")):
+        with pytest.raises(SystemExit) as stopped:
+            cli.main(["close", "CO-prepare-package", "--comment", "again", *args])
+        assert stopped.value.code == 2
+        assert capsys.readouterr().err.strip().endswith("esd close: error: " + message)

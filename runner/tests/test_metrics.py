@@ -1,6 +1,6 @@
 """`esd metrics` over a ledger with a known mix of outcomes: 10 change orders run by the engine on a simulated
-fleet (3 finished late, 2 reworked, 1 package built late, 2 with rollbacks) plus 3 rejected submissions;
-every figure is checked exactly."""
+fleet (3 finished late, 2 reworked, 1 package built late, 2 with rolled-back endpoints: one failed change rolled
+back, one rollback_update that asked for it) plus 3 rejected submissions; every figure is checked exactly."""
 
 from __future__ import annotations
 
@@ -143,7 +143,8 @@ def mixed_ledger(tmp_path, workspace, clock, fleet):
     (workspace / "garbage.yml").write_text("metadata: [unclosed\n")
     with pytest.raises(ValidationError):
         engine.run(str(workspace / "garbage.yml"), "alice")
-    # CO-10: the fixed test_package, on time (received with its first, rejected submission: 1 day 23 h).
+    # CO-10: the fixed test_package, on time. The period filters count it as received with its first, rejected
+    # submission (03-12 10:00); its lead time runs from its registration (03-13) to its success (03-14): 1 day.
     clock.set(at("2026-03-13T09:00:00"))
     path = submit(document("test_package", "CO-10", "2026-03-31"), "CO-10.yml")
     assert engine.run(path, "erin").status == "waiting"
@@ -163,11 +164,14 @@ def test_a_known_mix_gives_exactly_the_expected_figures(mixed_ledger):
         "images_built_in_requested_time": (1, 1, 100.0),      # CO-07
         "passed_test_without_rework": (5, 7, 71.4),           # 5 releases + 2 test_packages; CO-03, CO-04 reworked
         "sent_back_for_missing_information": (3, 12, 25.0),   # CO-10 (later fixed), CO-11, an unparseable file
-        "rollback_rate": (2, 6, 33.3),                        # CO-08 (3 endpoints), CO-09 (prod-002 reverted)
+        # A failed change rolled back: CO-09 (prod-002's activation failed and reverted). CO-08 rolled 3 endpoints
+        # back because it asked for it (rollback_update): that is no failed deployment.
+        "rollback_rate": (1, 6, 16.7),
     }
     assert data["requests"] == 12
     assert data["totals"]["rework"] == 2
-    assert data["totals"]["endpoints_rolled_back"] == 4
+    assert data["totals"]["endpoints_rolled_back"] == 4                     # every rolled-back endpoint
+    assert data["totals"]["endpoints_rolled_back_after_failure"] == 1       # prod-002 of CO-09
     assert data["totals"]["rejected_submissions"] == 3
     # Lead times in days: 0 (CO-01 ran in one go), 11, 5, 17, 2, 28, 1, 1, 1, 1 (CO-10 counted from its
     # registration, 03-13, to 03-14).
@@ -180,7 +184,12 @@ def test_a_known_mix_gives_exactly_the_expected_figures(mixed_ledger):
     assert [ident for ident, row in rows.items() if row["on_time"] is False] == ["CO-02", "CO-04", "CO-06"]
     assert [ident for ident, row in rows.items() if row["rework"]] == ["CO-03", "CO-04"]
     assert rows["CO-09"]["success_percent"] == 95.8 and rows["CO-09"]["endpoints"] == 24
-    assert rows["CO-08"]["rollbacks"] == 3 and rows["CO-09"]["rollbacks"] == 1
+    assert (rows["CO-08"]["rollbacks"], rows["CO-08"]["rollbacks_after_failure"]) == (3, 0)
+    assert (rows["CO-09"]["rollbacks"], rows["CO-09"]["rollbacks_after_failure"]) == (1, 1)
+    assert data["definitions"]["rollback_rate"] == (
+        "change orders in which a failed change was rolled back on an endpoint (the package's auto-revert of a failed "
+        "activation, or the rollout's backout), of those that ran production stages on endpoints; a rollback the "
+        "change order asked for (rollback_update, rollback_image) is the change itself and does not count")
 
 
 def test_filters_by_period_and_type(mixed_ledger):
@@ -220,6 +229,8 @@ def test_the_cli_prints_text_json_and_csv(mixed_ledger, capsys):
     text = capsys.readouterr().out
     assert "Requests finished in the requested time" in text and "70.0% (7 of 10)" in text
     assert "Sent back for missing information (failed validation)" in text and "25.0% (3 of 12)" in text
+    assert "Change orders with a failed change rolled back" in text and "16.7% (1 of 6)" in text
+    assert "  Rollback rate: change orders in which a failed change was rolled back" in text
 
 
 def test_rejected_submissions_are_journalled_once_and_chained(tmp_path, workspace, capsys):

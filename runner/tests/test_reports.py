@@ -72,6 +72,10 @@ def test_a_failed_then_passed_test_gives_a_retested_defect_and_a_passing_junit(w
     entry, state = state_of(engine)
     failed = reports.build("test", state, entry)
     assert (failed["conclusion"], failed["rework"]) == ("rework", 1)
+    status = reports.build("status", state, entry)
+    assert (status["stages_done"], status["stages_failed"], status["stages_pending"][:2]) == (
+        ["build"], ["test"], ["promote_test", "promote"])
+    assert "Done: build. Failed: test. Pending: promote\\_test, promote," in reports.render("status", status, "md")
     assert failed["conclusion_reason"].startswith("stage test failed: 1 of 2 host(s) failed")
     assert [(d["id"], d["stage"], d["attempt"], d["host"], d["check"], d["status"]) for d in failed["defects"]] == [
         ("D1", "test", 1, "test-02", "Test package | backout | Rehearse the backout plan (roll back, or uninstall a "
@@ -120,6 +124,70 @@ def test_an_image_test_reports_the_backout_rehearsed_inside_the_test_node(worksp
     notes = reports.build("release-notes", state, entry)
     assert notes["backout"]["rehearsed"] is True
     assert "(rehearsed: yes)" in reports.render("release-notes", notes, "md")
+
+
+def test_an_image_release_walks_the_seed_workflow_and_approves_production_last(workspace, engine, fleet):
+    from esd import catalogue, gates
+
+    # Seed 000: validate request, build, automated install-and-test, validate image, announce UAT, UAT sign-off,
+    # build sign-off, then the change board approves production (move to PROD, retire the designated image).
+    request = catalogue.get("image_release")
+    assert [step.id for step in request.steps] == [
+        "deployment_plan", "build_image", "test_image", "validate_image", "announce_uat", "uat_signoff",
+        "build_signoff", "change_board", "promote_image", "retire_designated_image"]
+    doc = minimal_document("image_release", **{"spec.approvals": {"required": ["deployment_plan"]},
+                                               "spec.image.retire": "2025.1"})
+    co_id = doc["metadata"]["id"]
+    outcome = engine.run(write_document(workspace, doc), "erin")
+    decided = []
+    while outcome.status == "waiting":
+        decided.append(outcome.step)
+        assert engine.decide(co_id, outcome.step, "dave", True, "ok").exit_code == 0
+        outcome = engine.run(co_id, "erin")
+    assert outcome.status == "succeeded", outcome.message
+    assert decided == ["deployment_plan", "uat_signoff", "build_signoff", "change_board"]
+    assert [call["stage"] for call in fleet.calls] == ["build_image", "test_image", "validate_image", "promote_image",
+                                                       "retire_designated_image"]
+    entry, state = state_of(engine, co_id)
+    assert gates.rehearsal_problems(state, engine.ledger) == []
+    data = reports.build("test", state, entry)
+    assert (data["conclusion"], data["conclusion_reason"]) == (
+        "pass", "every build and test stage passed; the backout was rehearsed")
+    # validate_image rehearses nothing: it neither counts for nor against the rehearsal.
+    assert [(stage["id"], stage["backout_rehearsed"]) for stage in data["stages"]] == [
+        ("build_image", None), ("test_image", True), ("validate_image", None)]
+    assert data["backout"] == {"rehearsed": True, "hosts": {"test-01": "passed", "test-02": "passed"}}
+    notes = reports.build("release-notes", state, entry)
+    assert notes["backout"]["rehearsed"] is True and "(rehearsed: yes)" in reports.render("release-notes", notes, "md")
+
+    # The same change order if no test stage had reported a rehearsal (a site catalogue without esd_test): the
+    # stages passed, but that is no pass, and production approval is refused.
+    for step in state["plan"]["steps"]:
+        if step["id"] == "test_image":
+            step["outputs"] = {}
+    data = reports.build("test", state, entry)
+    assert (data["conclusion"], data["conclusion_reason"], data["backout"]["rehearsed"]) == (
+        "incomplete", "every build and test stage passed, but the backout was NOT rehearsed: no test stage reports "
+        "a backout rehearsal (production approval needs a rehearsed backout)", False)
+    assert gates.rehearsal_problems(state, engine.ledger) == [
+        "no test stage of change order %s reports a backout rehearsal (esd_test.backout_rehearsed): test_image, "
+        "validate_image do not" % co_id]
+
+
+@pytest.mark.parametrize("type_id, stage_id, unit_test", [
+    ("prepare_image", "build_image", "passed"),       # esd_image reports it
+    ("prepare_media", "build_media", "passed"),       # from the build's "unit test" checks (media report none)
+])
+def test_image_and_media_builds_show_their_unit_test(workspace, engine, fleet, type_id, stage_id, unit_test):
+    doc = minimal_document(type_id)
+    assert drive(engine, write_document(workspace, doc)).status == "succeeded"
+    entry, state = state_of(engine, doc["metadata"]["id"])
+    data = reports.build("test", state, entry)
+    assert [(stage["id"], stage["unit_test"], stage["scan"]) for stage in data["stages"]] == [
+        (stage_id, unit_test, None)]
+    page = reports.render("test", data, "html")
+    assert "unit test %s, virus scan not reported" % unit_test in page and "unit test None" not in page
+    assert "unit test: %s; virus scan: not reported" % unit_test in reports.render("test", data, "md")
 
 
 def test_junit_of_a_failing_test_has_the_failure_and_the_checks_not_run(workspace, engine, fleet, tmp_path):
@@ -211,6 +279,65 @@ def test_a_stage_retried_keeps_its_first_baseline_and_the_latest_after(workspace
     assert after["attempt"] == 2 and after["hosts"]["prod-012"]["packages"]["hello-agent"]["committed"] == "1.1.0"
 
 
+def test_an_image_rollout_audits_the_images_with_one_read_between_waves(workspace, engine, fleet):
+    fleet.provision(PRODUCTION, "std-server", "2025.4")
+    doc = minimal_document("update_image", **{"spec.rollout": {"wave_size": 7}})
+    co_id = doc["metadata"]["id"]
+    assert engine.run(write_document(workspace, doc), "erin").step == "change_board"
+    entry, state = state_of(engine, co_id)
+    assert [(g["state"], g["count"]) for g in reports.build("status", state, entry)["hosts_by_state"]] == [
+        ("pending", 24)]
+    engine.decide(co_id, "change_board", "dave", True)
+    assert engine.run(co_id, "erin").status == "succeeded"
+    entry, state = state_of(engine, co_id)
+    beta, waves = PRODUCTION[:3], [PRODUCTION[3:10], PRODUCTION[10:17], PRODUCTION[17:]]
+    # Image change orders read the hosts with audit.yml (software and the running image) around each stage; between
+    # two back-to-back stages (only the automatic go/no-go between them) one run reads the finished stage and the
+    # next one together, and that next stage's "before" is taken from it.
+    assert [(call["stage"], call["hosts"], call["extravars"]["audit_image"]) for call in fleet.calls
+            if call["playbook"] == "audit.yml"] == [
+        ("update_image_beta.audit_before", beta, True),
+        ("update_image_beta.audit_after", beta + waves[0], True),
+        ("update_image_wave_1.audit_after", waves[0] + waves[1], True),
+        ("update_image_wave_2.audit_after", waves[1] + waves[2], True),
+        ("update_image_wave_3.audit_after", waves[2], True)]
+    records = [r["data"] for r in entry.read_audit() if r["event"] == "inventory_snapshot"]
+    assert [(r["stage"], r["when"], r["hosts"]) for r in records] == [
+        (stage, when, count) for stage, count in (("update_image_beta", 3), ("update_image_wave_1", 7),
+                                                  ("update_image_wave_2", 7), ("update_image_wave_3", 7))
+        for when in ("before", "after")]
+    before = audit.read_snapshot(entry, "update_image_wave_1", "before")
+    after = audit.read_snapshot(entry, "update_image_wave_1", "after")
+    jsonschema.validate(before, schema.SNAPSHOT)
+    assert (before["image_probed"], before["seconds"], sorted(before["hosts"])) == (True, 0.0, waves[0])
+    assert before["hosts"]["prod-004"]["image"] == {"family": "std-server", "version": "2025.4", "parent": None,
+                                                    "slot": "a", "status": "committed"}
+    assert after["hosts"]["prod-004"]["image"] == {"family": "std-server", "version": "2026.1", "parent": "2025.4",
+                                                   "slot": "b", "status": "uncommitted"}
+    assert audit.stage_changes(before, after)["prod-004"] == [
+        {"package": None, "kind": "updated", "before": "std-server 2025.4", "after": "std-server 2026.1"}]
+
+    status = reports.build("status", state, entry)
+    changes = status["inventory_changes"]
+    assert (changes["snapshots"], changes["rolled_back"]) == (8, [])
+    assert changes["hosts"]["prod-010"] == {
+        "before": {"packages": {"hello-agent": "1.0.0 committed"}, "image": "std-server 2025.4", "image_probed": True},
+        "after": {"packages": {"hello-agent": "1.0.0 committed"}, "image": "std-server 2026.1", "image_probed": True},
+        "changes": [{"package": None, "kind": "updated", "before": "std-server 2025.4", "after": "std-server 2026.1"}],
+        "unread": False}
+    # esd.osp.image_node reports the image as a dict and committed as a bool: grouped by image and slot.
+    assert [(g["state"], g["result"], g["count"]) for g in status["hosts_by_state"]] == [
+        ("image std-server 2026.1 (slot b), uncommitted", "ok", 24)]
+    text = reports.render("status", status, "text")
+    assert "24  image std-server 2026.1 (slot b), uncommitted: prod-001" in text
+    assert "24  image: std-server 2025.4 -> std-server 2026.1 (updated): prod-001" in text
+    assert "| 24 | hello-agent 1.0.0 committed; image std-server 2025.4 | hello-agent 1.0.0 committed; image " \
+        "std-server 2026.1 | image: std-server 2025.4 -\\> std-server 2026.1 (updated) |" in reports.render(
+            "status", status, "md")
+    evaluation = reports.build("evaluation", state, entry)
+    assert (evaluation["production"]["endpoints"], evaluation["production"]["success_percent"]) == (24, 100.0)
+
+
 @pytest.mark.parametrize("old, new, kind", [
     (None, {"active": "1.0", "committed": "1.0", "installed": ["1.0"]}, "installed"),
     ({"active": "1.0", "committed": "1.0", "installed": ["1.0"]},
@@ -288,6 +415,60 @@ def test_the_status_report_shows_pending_gates_decisions_artifacts_and_the_next_
     jsonschema.validate(json.loads(reports.render("status", data, "json")), schema.STATUS)
 
 
+def test_hosts_per_state_cover_every_target_before_during_and_after_the_rollout(workspace, engine, fleet):
+    def groups(change_order=CO):
+        data = reports.build("status", *reversed(state_of(engine, change_order)))
+        return data, [(g["state"], g["result"], g["count"], g["hosts"]) for g in data["hosts_by_state"]]
+
+    path = release(workspace, **{"spec.rollout": {"go_no_go": "manual", "wave_size": 7},
+                                 "spec.approvals": {"required": ["client_acceptance"]}})
+    assert engine.run(path, "erin").step == "test_signoff"
+    data, found = groups()
+    assert found == [("pending", "pending", 24, PRODUCTION)]          # before production: every target, pending
+    assert data["host_states"]["prod-024"] == {"state": "pending", "result": "pending", "stage": None}
+    engine.decide(CO, "test_signoff", "carol", True)
+    assert engine.run(CO, "erin").step == "change_board"
+    engine.decide(CO, "change_board", "dave", True)
+    assert engine.run(CO, "erin").step == "go_no_go"
+    data, found = groups()
+    beta = ["prod-001", "prod-002", "prod-003"]
+    assert found == [("pending", "pending", 21, PRODUCTION[3:]),
+                     ("active 1.1.0, committed 1.0.0, backup 1.0.0", "ok", 3, beta)]
+    assert data["host_states"]["prod-001"] == {"state": "active 1.1.0, committed 1.0.0, backup 1.0.0", "result": "ok",
+                                               "stage": "install_beta"}
+    text = reports.render("status", data, "text")
+    assert "Hosts per state (24 target(s)):\n   21  pending: prod-004, prod-005, prod-006, prod-007 ... prod-024\n" \
+        "    3  active 1.1.0, committed 1.0.0, backup 1.0.0: prod-001, prod-002, prod-003\n" in text
+    engine.decide(CO, "go_no_go", "frank", True)
+    assert engine.run(CO, "erin").step == "client_acceptance"             # after the waves, before the commit
+    assert groups()[1] == [("active 1.1.0, committed 1.0.0, backup 1.0.0", "ok", 24, PRODUCTION)]
+    engine.decide(CO, "client_acceptance", "alice", True)
+    assert engine.run(CO, "erin").status == "succeeded"
+    data, found = groups()
+    assert found == [("active 1.1.0, committed 1.1.0", "ok", 24, PRODUCTION)]
+    assert data["host_states"]["prod-024"]["stage"] == "commit"
+    markdown = reports.render("status", data, "md")
+    assert "| 24 | active 1.1.0, committed 1.1.0 | prod-001, prod-002, prod-003, prod-004 ... prod-024 |" in markdown
+
+
+def test_hosts_per_state_of_a_halted_and_backed_out_rollout(workspace, engine, fleet):
+    path = release(workspace, **{"spec.rollout": {"go_no_go": "manual", "wave_size": 7}})
+    outcome = engine.run(path, "erin")
+    while outcome.step != "go_no_go":
+        engine.decide(CO, outcome.step, "dave", True)
+        outcome = engine.run(CO, "erin")
+    engine.decide(CO, "go_no_go", "frank", False, "beta users report errors")
+    assert engine.run(CO, "erin").status == "rolled_back"
+    data = reports.build("status", *reversed(state_of(engine)))
+    assert [(g["state"], g["result"], g["count"]) for g in data["hosts_by_state"]] == [
+        ("not reached: the rollout halted", "not_reached", 21),
+        ("rolled back: active 1.0.0, committed 1.0.0", "rolled_back", 3)]
+    assert data["host_states"]["prod-001"] == {"state": "rolled back: active 1.0.0, committed 1.0.0",
+                                               "result": "rolled_back", "stage": "backout"}
+    page = reports.render("status", data, "html")
+    assert "rolled back: active 1.0.0, committed 1.0.0" in page and "not reached: the rollout halted" in page
+
+
 def test_closing_records_lessons_learned_and_writes_the_evaluation(workspace, engine, fleet, clock):
     engine.run(release(workspace), "erin")
     with pytest.raises(UsageError, match="is waiting; only a finished change order"):
@@ -315,7 +496,8 @@ def test_closing_records_lessons_learned_and_writes_the_evaluation(workspace, en
     assert evaluation["production"]["audit_seconds"] == 0.0        # read from the stages themselves: no audit.yml run
     assert dict(evaluation["production"], audit_seconds=None) == {
         "stages_run": 8, "endpoints": 24, "ok": 24, "failed": [], "success_percent": 100.0, "rolled_back": [],
-        "rollbacks": 0, "audit_snapshots": 10, "audit_seconds": None}
+        "rollbacks": 0, "rolled_back_after_failure": [], "rollbacks_after_failure": 0, "audit_snapshots": 10,
+        "audit_seconds": None}
     markdown = reports.render("evaluation", evaluation, "md")
     assert "## Lessons learned\n\nSoak the beta group longer next time." in markdown
     assert "| Requested completion met | yes |" in markdown
@@ -330,6 +512,56 @@ def test_closing_records_lessons_learned_and_writes_the_evaluation(workspace, en
     for kind in ("status", "test", "evaluation", "release-notes"):
         with open(os.path.join(entry.path, "report", "%s.json" % kind), encoding="utf-8") as handle:
             jsonschema.validate(json.load(handle), schema.SCHEMAS[kind])
+
+
+def test_a_rolled_back_change_order_is_final_closable_evaluated_and_counted(workspace, engine, fleet, clock):
+    from esd import metrics, states
+
+    # One definition of the final statuses, imported everywhere (never a copy that can drift).
+    assert engine_mod.FINAL is states.FINAL and "rolled_back" in states.FINAL
+    path = release(workspace, **{"spec.rollout": {"go_no_go": "manual", "wave_size": 7},
+                                 "metadata.requested_completion": "2026-03-05"})
+    outcome = engine.run(path, "erin")
+    while outcome.step != "go_no_go":
+        engine.decide(CO, outcome.step, "dave", True)
+        outcome = engine.run(CO, "erin")
+    assert outcome.status == "waiting"
+    clock.set(at("2026-03-02T09:00:00"))
+    engine.decide(CO, "go_no_go", "frank", False, "beta users report errors")
+    assert engine.run(CO, "erin").status == "rolled_back"
+    entry, state = state_of(engine)
+    assert state["finished_at"] == "2026-03-02T09:00:00.000+00:00"
+    status = reports.build("status", state, entry)
+    assert status["next_step"] == {"action": "the change order is rolled_back; close it with the lessons learned",
+                                   "command": "esd close %s --comment <lessons learned> --as <requester>" % CO}
+    evaluation = reports.build("evaluation", state, entry)
+    # Finished (not fulfilled): a finish time, not in the requested time, no lead time (nothing was delivered).
+    assert (evaluation["finished_at"], evaluation["on_time"], evaluation["completed"],
+            evaluation["lead_time_seconds"]) == ("2026-03-02T09:00:00.000+00:00", False, False, None)
+    assert "| Lead time | none: the change order ended rolled\\_back |" in reports.render("evaluation", evaluation, "md")
+    # Counted as finished at once, not "not yet counted" until its due date.
+    data = metrics.compute(engine.ledger, now=at("2026-03-03T09:00:00"))
+    assert data["measures"]["finished_in_requested_time"] == {
+        "id": "finished_in_requested_time", "title": "Requests finished in the requested time", "numerator": 0,
+        "denominator": 1, "percent": 0.0, "not_yet_counted": 0}
+    assert data["by_status"] == {"rolled_back": 1}
+    # The backout rolled the beta group back after the no-go: a failed change rolled back.
+    assert (data["measures"]["rollback_rate"]["numerator"], data["measures"]["rollback_rate"]["denominator"]) == (1, 1)
+    closed = closure.close(engine.ledger, CO, "alice", "Give the beta group a longer soak.")
+    assert (closed["status"], closed["closure"]["closed_by"]) == ("rolled_back", "alice")
+    entry, state = state_of(engine)
+    assert reports.build("status", state, entry)["next_step"] == {
+        "action": "none: the change order is rolled_back and closed", "command": None}
+    assert reports.build("evaluation", state, entry)["lessons_learned"] == "Give the beta group a longer soak."
+
+
+def test_closing_an_unfinished_change_order_names_the_final_statuses(workspace, engine, fleet):
+    engine.run(release(workspace), "erin")
+    with pytest.raises(UsageError) as refused:
+        closure.close(engine.ledger, CO, "alice", "too early")
+    assert str(refused.value) == (
+        "change order %s is waiting; only a finished change order (succeeded, cancelled, denied or rolled_back) "
+        "can be closed; cancel it first (esd cancel)" % CO)
 
 
 def test_every_host_can_be_found_in_the_status_report_however_many_share_a_change(workspace, engine, fleet):
@@ -389,7 +621,15 @@ def test_release_notes_list_failed_endpoints_and_reverts_as_known_errors(workspa
     assert notes["known_errors"][0]["error"].startswith("failed in phase health_check: Failed to activate")
     evaluation = reports.build("evaluation", state, entry)
     assert evaluation["production"]["failed"] == ["prod-002"]
+    assert evaluation["production"]["rolled_back_after_failure"] == ["prod-002"]
+    markdown = reports.render("evaluation", evaluation, "md")
+    assert "| Rollbacks | 1 endpoint(s): prod-002, 1 after a failed change |" in markdown
     status = reports.build("status", state, entry)
+    assert [(g["state"], g["result"], g["count"]) for g in status["hosts_by_state"]] == [
+        ("active 1.1.0, committed 1.1.0", "ok", 23), ("rolled back: active 1.0.0, committed 1.0.0", "rolled_back", 1)]
+    # The backout's own success on prod-002 does not hide what the change did there.
+    assert (status["endpoints"]["prod-002"]["result"], status["endpoints"]["prod-002"]["stage"]) == (
+        "failed", "install_beta")
     assert status["inventory_changes"]["rolled_back"] == ["prod-002"]
     beta = next(stage for stage in status["inventory_changes"]["stages"] if stage["stage"] == "install_beta")
     assert beta["changes"]["prod-002"] == [{"package": "hello-agent", "kind": "reverted", "before": "1.0.0 committed",

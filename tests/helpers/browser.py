@@ -6,8 +6,11 @@
     assert page.text_contains("Conclusion: PASS") and page.screenshot_looks_rendered()
 
 Each call starts Chromium with a fresh profile in a temporary directory (no shared state, nothing
-left behind), no network beyond the file, no GPU, and as root without the sandbox (containers and CI
-run as root). The screenshot is checked to be a PNG of the requested size that is not one flat colour.
+left behind), no GPU, and as root without the sandbox (containers and CI run as root). It has no network
+beyond the file (``OFFLINE_FLAGS``): every host name resolves to nothing, and every other request, loopback
+included, goes to a proxy that is not there; the background services (updates, sync, field trials) are off.
+``tests/integration/test_browser_offline.py`` checks that a page's requests reach no server. The screenshot is
+checked to be a PNG of the requested size that is not one flat colour.
 Chromium comes from Debian (``apt-get install chromium``; ``scripts/bootstrap.sh --test`` installs it).
 """
 
@@ -27,7 +30,12 @@ import pytest
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 FLAGS = ("--headless", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--disable-extensions", "--disable-default-apps",
-         "--mute-audio", "--hide-scrollbars")
+         "--disable-domain-reliability", "--disable-client-side-phishing-detection", "--metrics-recording-only",
+         "--no-pings", "--disable-field-trial-config", "--mute-audio", "--hide-scrollbars")
+# No network: names resolve to nothing; IP addresses (loopback too: <-loopback> drops the implicit bypass) go to a
+# proxy on the discard port of the loopback address, where nothing listens; file:// is never proxied.
+OFFLINE_FLAGS = ("--host-resolver-rules=MAP * ~NOTFOUND", "--proxy-server=http://127.0.0.1:9",
+                 "--proxy-bypass-list=<-loopback>")
 
 
 def find_chromium():
@@ -71,13 +79,15 @@ class RenderedPage:
 
 
 class Browser:
-    def __init__(self, executable, timeout=180):
+    def __init__(self, executable, timeout=180, offline=True):
         self.executable = executable
         self.timeout = timeout
+        self.offline = offline          # False only to show that the offline flags are what blocks requests
 
     def _run(self, *arguments):
         profile = tempfile.mkdtemp(prefix="esd-chromium-")
-        command = [self.executable, *FLAGS, "--user-data-dir=%s" % profile, *arguments]
+        command = [self.executable, *FLAGS, *(OFFLINE_FLAGS if self.offline else ()), "--user-data-dir=%s" % profile,
+                   *arguments]
         if os.geteuid() == 0:
             command.insert(1, "--no-sandbox")
         try:

@@ -2,8 +2,8 @@
 
 Closing records who closed it, when, the closing comment (lessons learned), optionally the requester's
 satisfaction (1-5, the seeds' "satisfaction of requester") and known errors with their workarounds (they go
-into the release notes). Only a change order that is over — succeeded, denied or cancelled — can be
-closed, and only once. The closure goes into ``state.json`` and the hash-chained audit log (event
+into the release notes). Only a change order that is over (a final status of ``esd.states``: succeeded,
+cancelled, denied or rolled_back) can be closed, and only once. The closure goes into ``state.json`` and the hash-chained audit log (event
 ``closed``), and the evaluation report, release notes and status report are written to ``report/``.
 """
 
@@ -12,8 +12,7 @@ from __future__ import annotations
 from esd import ledger as ledger_mod
 from esd.errors import UsageError
 from esd.ledger import timestamp
-
-FINAL = ("succeeded", "cancelled", "denied")
+from esd.states import FINAL
 
 
 def close(ledger, change_order_id, actor, comment, satisfaction=None, known_errors=()):
@@ -27,10 +26,9 @@ def close(ledger, change_order_id, actor, comment, satisfaction=None, known_erro
     with entry.locked(actor, ledger_mod.command_line()):
         state = entry.read_state()
         if state["status"] not in FINAL:
-            raise UsageError("change order %s is %s; only a finished change order (succeeded, denied or cancelled) "
-                             "can be closed%s" % (change_order_id, state["status"],
-                                                  "; cancel it first (esd cancel)" if state["status"] != "succeeded"
-                                                  else ""))
+            raise UsageError("change order %s is %s; only a finished change order (%s or %s) can be closed; cancel "
+                             "it first (esd cancel)" % (change_order_id, state["status"], ", ".join(FINAL[:-1]),
+                                                        FINAL[-1]))
         if state.get("closure"):
             closure = state["closure"]
             raise UsageError("change order %s was already closed by %s at %s" % (

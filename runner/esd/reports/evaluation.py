@@ -6,11 +6,14 @@ its endpoints' success and its rollbacks. The definitions (also in runner/README
 
 - **received**: when the change order was registered (``esd run`` accepted it). **due**: the end of the
   ``requested_completion`` day, UTC (the day is inclusive).
+- **finished**: in a final status (``esd.states.FINAL``: succeeded, cancelled, denied, rolled_back); its
+  ``finished_at`` is when it got there.
 - **finished in the requested time**: it succeeded before it was due. A succeeded change order finished
-  after it was due, a denied or cancelled one, and one still open after it was due count as *not* in time;
-  one still open before it is due is not counted yet (``on_time`` is null).
-- **lead time**: received → succeeded. **Site lead time**: the first start of the site's first stage →
-  the end of its last stage (retries and gate waits between them included).
+  after it was due, a denied, cancelled or rolled-back one, and one still open after it was due count as
+  *not* in time; one still open before it is due is not counted yet (``on_time`` is null).
+- **lead time**: received → succeeded; a change order that ended otherwise delivered nothing and has
+  none. **Site lead time**: the first start of the site's first stage → the end of its last stage
+  (retries and gate waits between them included).
 - **built in the requested time**: the build-site stages all succeeded (the artifact was handed over)
   before the change order was due; packages and media count as *package*, OS images and image media as
   *image*.
@@ -18,6 +21,10 @@ its endpoints' success and its rollbacks. The definitions (also in runner/README
   build sign-off. **Passed test without rework**: the test-site stages all succeeded and rework is 0.
 - **rollback**: an endpoint whose audit snapshots show its active version going back to a version it
   already had, or the package's own auto-revert of a failed activation (see ``esd.audit``).
+  **Rolled back after a failure** (what the rollback rate counts): the package's auto-revert of a failed
+  activation, or a rollback by the rollout's backout of an endpoint the triage sent to be rolled back. A
+  rollback the change order asked for (rollback_update, rollback_image, a deploy of a version the host had)
+  is the change itself, not a failed deployment.
 - **success percentage**: endpoints that ended as the change order meant (the intent of the last
   production stage that ran on them, a backout's aside, checked against their latest audit snapshot; without
   snapshots, that stage's result), of the endpoints production stages ran on.
@@ -29,9 +36,9 @@ import datetime
 
 from esd import audit
 from esd.reports import common, html, markdown as md, testing
+from esd.states import FINAL
 
 SCHEMA = "esd.osp/report/evaluation/v1"
-FINAL = ("succeeded", "cancelled", "denied")
 BUILD_KINDS = {"artifact": "package", "media": "package", "image": "image"}
 
 
@@ -211,17 +218,41 @@ def production_facts(entry, state):
             endpoints[host] = "ok" if inventory.satisfied(intent, latest[host][1]) else "failed"
     changes = audit.change_order_changes(entry, state)
     ok = sum(1 for result in endpoints.values() if result == "ok")
+    after_failure = rolled_back_after_failure(state, changes)
     return {"stages_run": stages_run, "endpoints": len(endpoints), "ok": ok,
             "failed": sorted(host for host, result in endpoints.items() if result == "failed"),
             "success_percent": common.percent(ok, len(endpoints)),
             "rolled_back": changes["rolled_back"], "rollbacks": len(changes["rolled_back"]),
+            "rolled_back_after_failure": after_failure, "rollbacks_after_failure": len(after_failure),
             "audit_snapshots": changes["snapshots"], "audit_seconds": changes["seconds"]}
+
+
+def rolled_back_after_failure(state, changes):
+    """The endpoints on which a failed change was rolled back: the package reverted a failed activation
+    (``reverted``), or the rollout's backout rolled back an endpoint the triage classified ``rollback`` (a
+    failure, or a success undone because the rollout halted). ``changes``: :func:`esd.audit.change_order_changes`."""
+    backout = {step["id"] for step in state["plan"]["steps"] if step.get("rollout_role") == "backout"}
+    triaged = (state.get("rollout") or {}).get("endpoints") or {}
+    found = set()
+    for stage in changes["stages"]:
+        for host, host_changes in stage["changes"].items():
+            kinds = {change["kind"] for change in host_changes}
+            if audit.REVERTED in kinds or (audit.ROLLED_BACK in kinds and stage["stage"] in backout
+                                           and (triaged.get(host) or {}).get("class") == "rollback"):
+                found.add(host)
+    return sorted(found)
 
 
 # --- presentation -------------------------------------------------------------------------------------
 
 def _yes_no(value, pending="not yet known"):
     return pending if value is None else ("yes" if value else "no")
+
+
+def _lead_time(data):
+    if data["lead_time_seconds"] is None and data["finished_at"] and not data["completed"]:
+        return "none: the change order ended %s" % data["status"]
+    return common.human_duration(data["lead_time_seconds"])
 
 
 def render_markdown(data):
@@ -238,7 +269,7 @@ def render_markdown(data):
                   ("Received", t(data["received_at"])), ("Finished", t(data["finished_at"])),
                   ("Requested completion", t(data["requested_completion"])),
                   ("Requested completion met", _yes_no(data["on_time"])),
-                  ("Lead time", common.human_duration(data["lead_time_seconds"])),
+                  ("Lead time", t(_lead_time(data))),
                   ("Waiting at gates", common.human_duration(data["gate_wait_seconds"])),
                   ("Closed", "%s by %s" % (t(closure.get("closed_at")), t(closure.get("closed_by"))) if closure
                    else "not yet (esd close)"),
@@ -254,8 +285,9 @@ def render_markdown(data):
                   ("Endpoints", "%d of %d ok (%s%%)" % (production["ok"], production["endpoints"],
                                                         production["success_percent"]) if production["endpoints"]
                    else "no production endpoints"),
-                  ("Rollbacks", "%d endpoint(s)%s" % (production["rollbacks"], ": %s" % t(", ".join(
-                      production["rolled_back"])) if production["rolled_back"] else "")),
+                  ("Rollbacks", "%d endpoint(s)%s, %d after a failed change" % (
+                      production["rollbacks"], ": %s" % t(", ".join(production["rolled_back"]))
+                      if production["rolled_back"] else "", production["rollbacks_after_failure"])),
               ]),
               md.heading("Lead time per site"),
               md.table(["site", "stages", "started", "finished", "lead time", "attempts", "failed attempts"],
@@ -291,7 +323,7 @@ def render_html(data):
     on_time_tone = {True: "ok", False: "fail", None: "muted"}[data["on_time"]]
     body = [h.cards([
         ("Requested completion met", _yes_no(data["on_time"]), on_time_tone),
-        ("Lead time", common.human_duration(data["lead_time_seconds"]), "info"),
+        ("Lead time", _lead_time(data), "info"),
         ("Rework", test["rework"] if test["in_scope"] else "-", "fail" if test["rework"] else "ok"),
         ("Success", "%s%%" % production["success_percent"] if production["endpoints"] else "-",
          "ok" if production["success_percent"] == 100 else ("fail" if production["endpoints"] else "muted")),
@@ -307,6 +339,7 @@ def render_html(data):
         ("Passed test without rework", _yes_no(test["passed_without_rework"]) if test["in_scope"] else None),
         ("Endpoints ok", "%d of %d" % (production["ok"], production["endpoints"]) if production["endpoints"] else None),
         ("Rolled back", ", ".join(production["rolled_back"]) or "none"),
+        ("Rolled back after a failed change", ", ".join(production["rolled_back_after_failure"]) or "none"),
         ("Closed", "%s by %s" % (closure.get("closed_at"), closure.get("closed_by")) if closure else "not yet"),
         ("Requester satisfaction", "%s of 5" % closure["satisfaction"] if closure.get("satisfaction") else None)])))
     chart = [(s["site"], round((s["lead_time_seconds"] or 0) / 60.0, 2), "info") for s in data["sites"] if s["done"]]

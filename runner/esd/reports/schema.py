@@ -6,6 +6,8 @@ Each report carries its schema id in ``schema`` (``esd.osp/report/<kind>/v1``). 
 
 from __future__ import annotations
 
+from esd.states import STATUSES
+
 NULLABLE_STRING = {"type": ["string", "null"]}
 NULLABLE_NUMBER = {"type": ["number", "null"]}
 NULLABLE_BOOL = {"type": ["boolean", "null"]}
@@ -35,8 +37,7 @@ STATUS = {
         "category": {"enum": ["ESD", "OSP"]}, "requester": {"type": "string"},
         "requested_completion": {"type": "string", "format": "date"},
         "digest": SHA256,
-        "status": {"enum": ["registered", "running", "waiting", "failed", "interrupted", "denied", "cancelled",
-                            "succeeded", "rolled_back"]},
+        "status": {"enum": list(STATUSES)},
         "reason": {"type": "string"}, "current_step": NULLABLE_STRING,
         "created_at": TIME, "finished_at": TIME, "elapsed_seconds": NULLABLE_NUMBER, "generated_at": TIME,
         "artifact": {"type": ["object", "null"]},
@@ -44,7 +45,7 @@ STATUS = {
             "kind": {"type": "string", "description": "change_order, declared, or the stage output name"},
             "stage": NULLABLE_STRING, "name": NULLABLE_STRING, "version": NULLABLE_STRING, "sha256": SHA256,
             "size": {"type": ["integer", "null"]}, "path": NULLABLE_STRING, "builder": NULLABLE_STRING})},
-        "stages_done": STRINGS, "stages_pending": STRINGS,
+        "stages_done": STRINGS, "stages_failed": STRINGS, "stages_pending": STRINGS,
         "gates": {"type": "array", "items": _object({
             "id": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "string"},
             "decided_by": NULLABLE_STRING, "decided_at": TIME, "comment": NULLABLE_STRING, "since": TIME,
@@ -54,6 +55,10 @@ STATUS = {
             "status": {"type": "string"}}, extra=True)},
         "endpoints": {"type": "object", "additionalProperties": _object({
             "stage": {"type": "string"}, "result": {"type": "string"}}, extra=True)},
+        "host_states": {"type": "object", "description": "every endpoint target (spec.targets.hosts): pending, "
+                        "running, ok, failed, unreachable, not_reached, redistribute, rollback, rolled_back, manual",
+                        "additionalProperties": _object({"state": {"type": "string"}, "result": {"type": "string"},
+                                                         "stage": NULLABLE_STRING})},
         "hosts_by_state": {"type": "array", "items": _object({
             "state": {"type": "string"}, "result": {"type": "string"}, "count": {"type": "integer"},
             "hosts": STRINGS})},
@@ -155,6 +160,7 @@ EVALUATION = {
         "production": _object({"stages_run": {"type": "integer"}, "endpoints": {"type": "integer"},
                                "ok": {"type": "integer"}, "failed": STRINGS, "success_percent": NULLABLE_NUMBER,
                                "rolled_back": STRINGS, "rollbacks": {"type": "integer"},
+                               "rolled_back_after_failure": STRINGS, "rollbacks_after_failure": {"type": "integer"},
                                "audit_snapshots": {"type": "integer"}, "audit_seconds": {"type": "number"}}),
         "closure": {"oneOf": [{"type": "null"}, _object({
             "closed_by": {"type": "string"}, "closed_at": TIME, "comment": {"type": "string"},
@@ -222,7 +228,11 @@ METRICS = {
             "passed_test_without_rework", "sent_back_for_missing_information", "rollback_rate")}),
         "lead_time": _object({"count": {"type": "integer"}, "mean_seconds": NULLABLE_NUMBER,
                               "median_seconds": NULLABLE_NUMBER}),
+        "definitions": _object({ident: {"type": "string"} for ident in (
+            "finished_in_requested_time", "packages_built_in_requested_time", "images_built_in_requested_time",
+            "passed_test_without_rework", "sent_back_for_missing_information", "rollback_rate")}),
         "totals": _object({"rework": {"type": "integer"}, "endpoints_rolled_back": {"type": "integer"},
+                           "endpoints_rolled_back_after_failure": {"type": "integer"},
                            "rejected_submissions": {"type": "integer"}, "mean_satisfaction": NULLABLE_NUMBER,
                            "satisfaction_answers": {"type": "integer"}}),
         "rows": {"type": "array", "items": {"type": "object", "required": ["change_order", "type", "status",

@@ -1,10 +1,11 @@
 """The project status report of a change order, at any moment, from its ledger (state, audit log, snapshots).
 
 ``status_report`` returns plain data (also the ``--json`` output of ``esd status`` and ``esd report --kind
-status``; schema ``esd.osp/report/status/v1``, see docs/report-schema.md): the stages done and pending,
-every gate decision with who and when, the artifacts with their digests, the hosts per state, what the
-audit snapshots saw change on each host, open problem records and the next step. ``render_text``,
-``render_markdown`` and ``render_html`` present it.
+status``; schema ``esd.osp/report/status/v1``, see docs/report-schema.md): the stages done, failed and
+pending, every gate decision with who and when, the artifacts with their digests, every target host's state
+(:func:`host_states`: pending until a stage reaches it, then what the stage and the rollout's triage made of
+it), what the audit snapshots saw change on each host, open problem records and the next step.
+``render_text``, ``render_markdown`` and ``render_html`` present it.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ import os
 
 from esd import audit
 from esd.reports import common, html, markdown as md
+from esd.states import FINAL
 
 SCHEMA = "esd.osp/report/status/v1"
-FINAL = ("succeeded", "cancelled", "denied")
+DONE = ("succeeded", "skipped")
+FAILED = ("failed", "not_built")
 
 
 def status_report(state, entry=None):
@@ -47,16 +50,21 @@ def status_report(state, entry=None):
         steps.append(item)
 
     endpoints = {}
+    triaged = (state.get("rollout") or {}).get("endpoints") or {}
     for planned, record in common.steps(state):
         if planned["kind"] != "stage" or planned.get("site") != "production":
             continue
         if record.get("status") in ("pending", "skipped", None):
             continue
+        backout = planned.get("rollout_role") == "backout"
         for host, software in (record.get("endpoints") or {}).items():
+            if backout and host in endpoints and (triaged.get(host) or {}).get("class") != "success":
+                continue        # rolled back: what the change did there was fail (a redistribution succeeds)
             endpoints[host] = {"stage": planned["id"], "result": "ok", **software}
         for host, failure in (record.get("failures") or {}).items():
             endpoints[host] = {"stage": planned["id"], "result": failure["status"], "phase": failure.get("phase"),
                                "message": failure.get("message")}
+    hosts = host_states(state)
     audit_ok = None
     records = None
     changes = None
@@ -90,14 +98,16 @@ def status_report(state, entry=None):
         "generated_at": _now(),
         "artifact": artifact,
         "artifacts": _artifacts(state),
-        "stages_done": [s["id"] for s in stages if s["status"] in ("succeeded", "skipped")],
-        "stages_pending": [s["id"] for s in stages if s["status"] not in ("succeeded", "skipped")],
+        "stages_done": [s["id"] for s in stages if s["status"] in DONE],
+        "stages_failed": [s["id"] for s in stages if s["status"] in FAILED],
+        "stages_pending": [s["id"] for s in stages if s["status"] not in DONE + FAILED],
         "gates": [{key: step.get(key) for key in ("id", "title", "status", "decided_by", "decided_at", "comment",
                                                   "since", "automatic")}
                   for step in steps if step["kind"] == "gate"],
         "steps": steps,
         "endpoints": dict(sorted(endpoints.items())),
-        "hosts_by_state": _hosts_by_state(endpoints),
+        "host_states": hosts,
+        "hosts_by_state": _hosts_by_state(hosts),
         "endpoints_as_intended": as_intended,
         "inventory_changes": changes,
         "open_problems": [problem for problem in problems if problem["open"]],
@@ -138,22 +148,118 @@ def _int(value):
         return None
 
 
-def endpoint_state(endpoint):
-    """The words hosts are grouped by: ``active 1.1.0, committed 1.1.0`` or ``failed at install_wave_1 (verify)``."""
-    if endpoint["result"] == "ok":
-        text = "active %s, committed %s" % (endpoint.get("active"), endpoint.get("committed"))
-        if endpoint.get("backup"):
-            text += ", backup %s" % endpoint["backup"]
-        return text
-    return "%s at %s (%s)" % (endpoint["result"], endpoint["stage"], endpoint.get("phase") or "-")
+def endpoint_words(reported):
+    """What a stage's module said about an endpoint, in words hosts are grouped by.
+
+    esd.osp.software: ``active 1.1.0, committed 1.0.0, backup 1.0.0``. esd.osp.image_node (``active`` is the
+    running slot's image, ``committed`` a bool): ``image debian12-server 1.1.0 (slot b), uncommitted``; the
+    per-node container names stay out, so nodes in the same state share a group.
+    """
+    active = reported.get("active")
+    if isinstance(active, dict) or isinstance(reported.get("committed"), bool):
+        if not active:
+            return "no image"
+        text = "image %s %s" % (active.get("family"), active.get("version"))
+        if active.get("slot"):
+            text += " (slot %s)" % active["slot"]
+        return text + (", committed" if reported.get("committed") else ", uncommitted")
+    text = "active %s, committed %s" % (active, reported.get("committed"))
+    if reported.get("backup"):
+        text += ", backup %s" % reported["backup"]
+    return text
 
 
-def _hosts_by_state(endpoints):
+def _stage_running_on(state, planned, record):
+    from esd import rollout
+
+    return rollout.stage_limit(state, planned, record) or planned.get("hosts") or []
+
+
+def host_states(state):
+    """Every endpoint target of the change order (``spec.targets.hosts`` as the plan resolved it) and where it
+    stands: ``{host: {"state": words, "result": result, "stage": the stage that decided it, or None}}``.
+
+    ``result``: ``pending`` (no production stage reached it yet), ``running``, ``ok`` (with what the module
+    reported), ``failed``, ``unreachable``, ``not_reached`` (the rollout halted before its wave) and, from the
+    rollout's triage, ``redistribute``, ``rollback`` (to be rolled back), ``rolled_back`` and ``manual``.
+    """
+    targets = ((state.get("plan") or {}).get("targets") or {}).get("hosts") or []
+    hosts = {host: {"state": "pending", "result": "pending", "stage": None} for host in targets}
+    if not hosts:
+        return {}
+    for planned, record in common.steps(state):
+        if planned["kind"] != "stage" or planned.get("site") != "production":
+            continue
+        step_id, status = planned["id"], record.get("status")
+        if status == "running":
+            for host in _stage_running_on(state, planned, record):
+                if host in hosts:
+                    hosts[host] = {"state": "in progress at %s" % step_id, "result": "running", "stage": step_id}
+            continue
+        if status == "halted":
+            for host in planned.get("limit_hosts") or []:
+                if host in hosts and hosts[host]["result"] == "pending":
+                    hosts[host] = {"state": "not reached: the rollout halted", "result": "not_reached",
+                                   "stage": step_id}
+            continue
+        if not record.get("attempts"):
+            continue
+        ran = record.get("hosts") or {}
+        reported = record.get("endpoints") or {}
+        failures = record.get("failures") or {}
+        for host in ran.get("ok") or []:
+            if host not in hosts:
+                continue
+            if host in reported:
+                words = endpoint_words(reported[host])
+            elif hosts[host]["result"] == "ok":
+                continue        # a stage that reports no state (a health check) leaves the host as it was
+            else:
+                words = "ok at %s" % step_id
+            hosts[host] = {"state": words, "result": "ok", "stage": step_id}
+        for host, failure in failures.items():
+            if host in hosts:
+                hosts[host] = {"state": "%s at %s (%s)" % (failure["status"], step_id, failure.get("phase") or "-"),
+                               "result": failure["status"], "stage": step_id}
+        for host in ran.get("never_ran") or []:
+            if host in hosts and host not in failures:
+                hosts[host] = {"state": "never reached by %s" % step_id, "result": "failed", "stage": step_id}
+    _triaged(state, hosts)
+    return hosts
+
+
+def _triaged(state, hosts):
+    """What the rollout's triage and backout made of the endpoints that did not simply succeed."""
+    rollout = state.get("rollout") or {}
+    settled = bool(rollout.get("verdict"))
+    backout = {step["id"] for step in state["plan"]["steps"] if step.get("rollout_role") == "backout"}
+    for host, endpoint in (rollout.get("endpoints") or {}).items():
+        if host not in hosts or endpoint["class"] == "success":
+            continue        # the stages' own results stand (a redistributed endpoint: the backout's)
+        where = "%s (%s)" % (endpoint.get("stage") or "-", endpoint.get("phase") or "-")
+        klass, current = endpoint["class"], hosts[host]
+        if klass == "not_reached":
+            item = ("not reached: the rollout halted", "not_reached")
+        elif klass == "rollback" and endpoint.get("rolled_back"):
+            backout_words = current["state"] if current["result"] == "ok" and current["stage"] in backout else ""
+            item = ("rolled back%s" % (": %s" % backout_words if backout_words else ""), "rolled_back")
+        elif klass == "rollback":
+            item = ("rollback failed: failed at %s" % where, "failed") if endpoint.get("rollback_failure") else (
+                "to roll back: failed at %s" % where, "rollback")
+        elif klass == "redistribute":
+            item = ("redistribution failed: failed at %s" % where, "failed") if settled and endpoint.get("attempts") \
+                else ("to redistribute: failed at %s" % where, "redistribute")
+        else:
+            item = ("%s: failed at %s" % (klass, where), klass)
+        hosts[host] = {"state": item[0], "result": item[1], "stage": current["stage"]}
+
+
+def _hosts_by_state(hosts):
     groups = {}
-    for host, endpoint in sorted(endpoints.items()):
-        groups.setdefault((endpoint_state(endpoint), endpoint["result"]), []).append(host)
-    return [{"state": key, "result": result, "count": len(hosts), "hosts": hosts}
-            for (key, result), hosts in sorted(groups.items(), key=lambda item: (-len(item[1]), item[0]))]
+    for host, item in sorted(hosts.items()):
+        groups.setdefault((item["state"], item["result"]), []).append(host)
+    return [{"state": key, "result": result, "count": len(members), "hosts": members}
+            for (key, result), members in sorted(groups.items(), key=lambda item: (-len(item[1]), item[0]))]
 
 
 def next_step(state):
@@ -184,13 +290,13 @@ def next_step(state):
     if status in ("failed", "interrupted"):
         return {"action": "fix the cause (%s), then run again: the failed stage runs as a new attempt; or cancel"
                           % (state.get("reason") or status), "command": "esd run %s   (or esd cancel %s)" % (co_id, co_id)}
-    if status == "succeeded" and not state.get("closure"):
-        return {"action": "close the change order with the lessons learned (the evaluation report)",
-                "command": "esd close %s --comment <lessons learned> --as <requester>" % co_id}
-    if status in ("denied", "cancelled") and not state.get("closure"):
-        return {"action": "the change order is %s; close it with the lessons learned" % status,
-                "command": "esd close %s --comment <lessons learned> --as <requester>" % co_id}
-    return {"action": "none: the change order is %s and closed" % status, "command": None}
+    if status in FINAL and not state.get("closure"):
+        action = "close the change order with the lessons learned (the evaluation report)" \
+            if status == "succeeded" else "the change order is %s; close it with the lessons learned" % status
+        return {"action": action, "command": "esd close %s --comment <lessons learned> --as <requester>" % co_id}
+    if state.get("closure"):
+        return {"action": "none: the change order is %s and closed" % status, "command": None}
+    return {"action": state.get("reason") or "the change order is %s" % status, "command": "esd status %s" % co_id}
 
 
 # --- text ---------------------------------------------------------------------------------------------
@@ -233,8 +339,8 @@ def render_text(report):
             lines.append("  gate  %-20s %-11s%s" % (step["id"], _mark(step["status"]), decided))
         else:
             lines.append("  %-5s %-20s %s" % (step["kind"][:5], step["id"], _mark(step["status"])))
-    if report["endpoints"]:
-        lines.append("Endpoints (%d):" % len(report["endpoints"]))
+    if report["hosts_by_state"]:
+        lines.append("Hosts per state (%d target(s)):" % sum(group["count"] for group in report["hosts_by_state"]))
         for group in report["hosts_by_state"]:
             hosts = group["hosts"]
             shown = ", ".join(hosts) if len(hosts) <= 6 else "%s ... %s" % (", ".join(hosts[:4]), hosts[-1])
@@ -261,9 +367,13 @@ def render_text(report):
     return "\n".join(lines)
 
 
+GROUP_TONES = {"pending": "muted", "running": "info", "not_reached": "muted", "redistribute": "warn",
+               "rollback": "warn", "rolled_back": "warn"}
+
+
 def _group_tone(group, not_as_intended):
     if group["result"] != "ok":
-        return "fail"
+        return GROUP_TONES.get(group["result"], "fail")
     return "warn" if set(group["hosts"]) & not_as_intended else "ok"
 
 
@@ -329,8 +439,9 @@ def render_markdown(report):
                          t(item.get("decided_at"))))
         else:
             rows.append((t(item["id"]), t(item["kind"]), t(item["status"]), "", "", "", "", ""))
-    blocks += [md.heading("Steps"), "Done: %s. Pending: %s." % (
+    blocks += [md.heading("Steps"), "Done: %s. Failed: %s. Pending: %s." % (
         t(", ".join(report["stages_done"])) if report["stages_done"] else "none",
+        t(", ".join(report["stages_failed"])) if report["stages_failed"] else "none",
         t(", ".join(report["stages_pending"])) if report["stages_pending"] else "none"),
         md.table(["step", "kind", "status", "hosts ok", "failed", "attempts", "by", "when"], rows, numeric=(3, 5))]
     decided = [gate for gate in report["gates"] if gate.get("decided_by")]
@@ -397,7 +508,7 @@ def _words(summary):
 # --- HTML ---------------------------------------------------------------------------------------------
 
 STATUS_TONES = {"succeeded": "ok", "approved": "ok", "done": "ok", "failed": "fail", "denied": "fail",
-                "cancelled": "muted", "interrupted": "warn", "waiting": "info", "pending": "info", "running": "info",
+                "rolled_back": "fail", "cancelled": "muted", "interrupted": "warn", "waiting": "info", "pending": "info", "running": "info",
                 "registered": "muted", "skipped": "muted", "not_reached": "muted", "not_built": "fail"}
 
 

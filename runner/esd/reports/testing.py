@@ -8,10 +8,17 @@ or not run (the host never got to it). Planned hosts the playbook never reached 
 Conclusion (``pass`` / ``rework`` / ``incomplete`` / ``not applicable``):
 
 - ``rework``: the latest attempt of an in-scope stage failed, or a test/UAT/build sign-off was denied;
-- ``pass``: every in-scope stage succeeded (the engine's checks make a test stage succeed only when the
-  test plan passed and the backout was rehearsed);
-- ``incomplete``: in-scope stages are still pending or running;
+- ``pass``: every in-scope stage succeeded and, when there are test-site stages, the backout was rehearsed
+  (the engine's checks make a test stage succeed only when the test plan passed and the backout was
+  rehearsed);
+- ``incomplete``: in-scope stages are still pending or running, or they all succeeded but the backout was
+  not rehearsed (production approval needs a rehearsal, so this is no pass);
 - ``not applicable``: the change order has no build or test stage.
+
+*Backout rehearsed*: only test-site stages that report a rehearsal (set_stats ``esd_test``, see
+``esd.catalogue.rehearses_backout``) decide it: each reported ``backout_rehearsed`` and every host's backout
+checks passed. Stages that rehearse nothing (image_release's validate_image) count neither for nor against
+it; test-site stages of which none reports a rehearsal mean the backout was not rehearsed.
 
 A *defect* is a failed check (or a stage that failed its catalogue checks without a failed host). It is
 ``retested`` when a later attempt of the same stage passed that check on that host, else ``outstanding``.
@@ -26,6 +33,7 @@ from __future__ import annotations
 import os
 import xml.etree.ElementTree as ET
 
+from esd import catalogue
 from esd.reports import common, html, markdown as md
 
 SCHEMA = "esd.osp/report/test/v1"
@@ -164,6 +172,7 @@ def test_report(state, entry):
     defects = []
     rework = 0
     tested_artifact = None
+    rehearsing = []         # the test-site stages that report a backout rehearsal
     for planned, record in common.steps(state):
         if planned["kind"] != "stage" or planned.get("site") not in IN_SCOPE_SITES:
             continue
@@ -222,14 +231,17 @@ def test_report(state, entry):
                     defect["status"] = "retested (passed in attempt %d)" % later["attempt"]
                     break
         defects.extend(stage_defects)
-        test_output = outputs.get("test") or {}
+        test_output = outputs.get(catalogue.TEST_OUTPUT) or {}
+        rehearses = catalogue.rehearses_backout(planned)
+        if rehearses:
+            rehearsing.append(planned["id"])
         stages.append({
             "id": planned["id"], "site": planned["site"], "title": planned["title"],
             "playbook": os.path.basename(planned["playbook"]), "status": record.get("status", "pending"),
             "hosts_planned": planned_hosts, "attempts": attempts,
-            "unit_test": (outputs.get("artifact") or {}).get("unit_test") if planned["site"] == "build" else None,
-            "scan": ((outputs.get("artifact") or {}).get("scan_engine") or None) if planned["site"] == "build" else None,
-            "backout_rehearsed": test_output.get("backout_rehearsed") if planned["site"] == "test" else None,
+            "unit_test": _unit_test(outputs, attempts) if planned["site"] == "build" else None,
+            "scan": (_built(outputs).get("scan_engine") or None) if planned["site"] == "build" else None,
+            "backout_rehearsed": test_output.get("backout_rehearsed") if rehearses else None,
             "totals": latest["totals"] if latest else None,
         })
     for planned, record in common.steps(state):
@@ -240,16 +252,8 @@ def test_report(state, entry):
                             "message": "denied by %s: %s" % (record.get("decided_by"), record.get("comment") or "")})
     for number, defect in enumerate(defects, start=1):
         defect["id"] = "D%d" % number
-    test_stages = [stage for stage in stages if stage["site"] == "test"]
-    backout_hosts = {}
-    for stage in test_stages:
-        if stage["attempts"]:
-            backout_hosts.update(stage["attempts"][-1]["backout"])
-    rehearsed = None
-    if test_stages:
-        rehearsed = all(stage["backout_rehearsed"] for stage in test_stages) and bool(backout_hosts) and \
-            all(result == "passed" for result in backout_hosts.values())
-    conclusion, why = _conclusion(state, stages, rehearsed)
+    rehearsed, backout_hosts, not_rehearsed = _rehearsal(stages, rehearsing)
+    conclusion, why = _conclusion(state, stages, rehearsed, not_rehearsed)
     signoffs = [{"gate": planned["id"], "status": record.get("status"), "decided_by": record.get("decided_by"),
                  "decided_at": record.get("decided_at"), "comment": record.get("comment") or None}
                 for planned, record in common.steps(state)
@@ -284,7 +288,53 @@ def _now():
     return timestamp()
 
 
-def _conclusion(state, stages, rehearsed):
+BUILD_OUTPUTS = ("artifact", "image", "media")       # what the build stages report (esd_artifact, esd_image, ...)
+
+
+def _built(outputs):
+    return next((outputs[name] for name in BUILD_OUTPUTS if isinstance(outputs.get(name), dict)), {})
+
+
+def _unit_test(outputs, attempts):
+    """The build's unit test: as the build reported it (packages, images), else from its ``unit test`` checks in
+    the latest attempt (media verify the medium in such a task), else None (not reported)."""
+    if _built(outputs).get("unit_test"):
+        return _built(outputs)["unit_test"]
+    latest = attempts[-1] if attempts else None
+    results = {check["result"] for data in (latest or {}).get("hosts", {}).values() for check in data["checks"]
+               if (check["phase"] or "").lower() == "unit test"}
+    if not results:
+        return None
+    if results & {"failed", "unreachable"}:
+        return "failed"
+    if "not_run" in results:
+        return "not run"
+    return "skipped" if results == {"skipped"} else "passed"
+
+
+def _rehearsal(stages, rehearsing):
+    """(rehearsed: True/False/None, {host: result}, why not) from the test-site stages that report a rehearsal."""
+    if not any(stage["site"] == "test" for stage in stages):
+        return None, {}, None
+    reporting = [stage for stage in stages if stage["id"] in rehearsing]
+    if not reporting:
+        return False, {}, "no test stage reports a backout rehearsal"
+    backout_hosts = {}
+    for stage in reporting:
+        if stage["attempts"]:
+            backout_hosts.update(stage["attempts"][-1]["backout"])
+    silent = [stage["id"] for stage in reporting if not stage["backout_rehearsed"]]
+    if silent:
+        return False, backout_hosts, "stage %s did not report a rehearsed backout" % ", ".join(silent)
+    if not backout_hosts:
+        return False, backout_hosts, "no host ran a backout check"
+    failed = sorted(host for host, result in backout_hosts.items() if result != "passed")
+    if failed:
+        return False, backout_hosts, "the backout checks did not pass on %s" % ", ".join(failed)
+    return True, backout_hosts, None
+
+
+def _conclusion(state, stages, rehearsed, not_rehearsed=None):
     if not stages:
         return "not applicable", "the change order has no build or test stage"
     for planned, record in common.steps(state):
@@ -299,8 +349,10 @@ def _conclusion(state, stages, rehearsed):
         return "incomplete", "not finished yet: %s" % ", ".join(open_stages)
     if rehearsed is None:
         return "pass", "every build and test stage passed"
-    return "pass", "every build and test stage passed; the backout was %s" % (
-        "rehearsed" if rehearsed else "NOT rehearsed (production approval needs a rehearsed backout)")
+    if not rehearsed:
+        return "incomplete", ("every build and test stage passed, but the backout was NOT rehearsed: %s (production "
+                              "approval needs a rehearsed backout)" % not_rehearsed)
+    return "pass", "every build and test stage passed; the backout was rehearsed"
 
 
 # --- JUnit XML ----------------------------------------------------------------------------------------
@@ -439,7 +491,8 @@ def render_markdown(report):
         facts = ["%s, playbook %s, status **%s**, %d attempt(s)" % (t(stage["title"]), c(stage["playbook"]),
                                                                    t(stage["status"]), len(stage["attempts"]))]
         if stage["site"] == "build":
-            facts.append("unit test: %s; virus scan: %s" % (t(stage["unit_test"]), t(stage["scan"] or "not reported")))
+            facts.append("unit test: %s; virus scan: %s" % (t(stage["unit_test"] or "not reported"),
+                                                            t(stage["scan"] or "not reported")))
         blocks.append(md.bullets(facts))
         for attempt in stage["attempts"]:
             hosts, rows = _matrix(attempt)
@@ -500,7 +553,7 @@ def render_html(report):
     for stage in report["stages"]:
         parts = [h.para("%s — playbook %s, status %s, %d attempt(s)%s" % (
             stage["title"], stage["playbook"], stage["status"], len(stage["attempts"]),
-            "; unit test %s, virus scan %s" % (stage["unit_test"], stage["scan"] or "not reported")
+            "; unit test %s, virus scan %s" % (stage["unit_test"] or "not reported", stage["scan"] or "not reported")
             if stage["site"] == "build" else ""))]
         for attempt in stage["attempts"]:
             hosts, rows = _matrix(attempt)
