@@ -33,8 +33,12 @@ TARGET_DEFAULTS = {
     "build": "build_site",
     "test": "test_site",
     "depots": "depots",
+    "repository": "repository",
     "hosts": None,  # production targets: the change order must name them
 }
+
+# The extra variable that carries a stage's resolved target pattern to its playbook (esd_hosts unless named here).
+TARGET_VARIABLES = {"repository": "repository_hosts"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -277,7 +281,7 @@ PROMOTE_IDENTITY = {
 
 
 def _promote(stage_id, title, site, channel, **inputs):
-    return Stage(stage_id, title, site, "promote.yml",
+    return Stage(stage_id, title, site, "promote.yml", target="repository",
                  inputs={**PROMOTE_IDENTITY, "promote_channel": channel, **inputs},
                  outputs={"esd_promotion": "promotion"})
 
@@ -480,7 +484,7 @@ OSP_TYPES = (
     RequestType("add_image_to_production", OSP, "Promote a tested image into the production repository",
                 (DEPLOYMENT_PLAN, CHANGE_BOARD,
                  _image_stage("promote_image", "Promote the image (at most two live per family)", SITE_PRODUCTION,
-                              "promote_image.yml", None, **IMAGE_FROM_CHANGE_ORDER)),
+                              "promote_image.yml", "repository", **IMAGE_FROM_CHANGE_ORDER)),
                 requires=_OSP_PRODUCTION + ("image.artifact", "image.sha256")),
     RequestType("distribute_image", OSP, "Distribute a production image to the depot servers",
                 (DEPLOYMENT_PLAN, CHANGE_BOARD,
@@ -542,7 +546,7 @@ OSP_TYPES = (
                  BUILD_SIGNOFF,
                  CHANGE_BOARD,
                  _image_stage("promote_image", "Move the build to the PROD repository", SITE_PRODUCTION,
-                              "promote_image.yml", None, **IMAGE_FROM_BUILD),
+                              "promote_image.yml", "repository", **IMAGE_FROM_BUILD),
                  _image_stage("retire_designated_image", "Remove the image designated for removal",
                               SITE_PRODUCTION, "retire_image.yml", None, image_version=Field("image.retire"),
                               retire_archive=True, retire_force=False, when="image.retire")),

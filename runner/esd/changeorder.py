@@ -14,7 +14,7 @@ The document (``apiVersion: esd.osp/v1``, ``kind: ChangeOrder``)::
       media:         name, packages[], artifact, sha256, builder                     (media types)
       image:         family, version, source, base, artifact, sha256, builder, retire, force_retire
       build:         scan, scan_database, unit_test
-      targets:       inventory, hosts, limit, build, test, depots
+      targets:       inventory, hosts, limit, build, test, depots, repository
       rollout:       beta, beta_hosts (count or "N%"), go_no_go, min_success_percent, soak_seconds,
                      health_check{playbook, urls[], timeout_seconds}, waves (patterns, or sizes like
                      serial: counts / "N%"), wave_size, failure_budget_percent (one, or one per wave)
@@ -102,6 +102,7 @@ class Targets:
     build: str = "build_site"
     test: str = "test_site"
     depots: str = "depots"
+    repository: str = "repository"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -455,7 +456,7 @@ SOFTWARE_FIELDS = ("name", "version", "source", "artifact", "sha256", "builder",
 MEDIA_FIELDS = ("name", "packages", "artifact", "sha256", "builder")
 IMAGE_FIELDS = ("family", "version", "source", "base", "artifact", "sha256", "builder", "retire", "force_retire")
 BUILD_FIELDS = ("scan", "scan_database", "unit_test")
-TARGET_FIELDS = ("inventory", "hosts", "limit", "build", "test", "depots")
+TARGET_FIELDS = ("inventory", "hosts", "limit", "build", "test", "depots", "repository")
 ROLLOUT_FIELDS = ("beta", "beta_hosts", "go_no_go", "min_success_percent", "soak_seconds", "health_check", "waves",
                   "wave_size", "failure_budget_percent")
 HEALTH_CHECK_FIELDS = ("playbook", "urls", "timeout_seconds")
@@ -720,7 +721,7 @@ def _check_targets(c, raw):
                                "an inventory file or directory")
     inventory = c.path_value(inventory, "spec.targets.inventory", "any") if inventory else None
     values = {}
-    for key in ("hosts", "limit", "build", "test", "depots"):
+    for key in ("hosts", "limit", "build", "test", "depots", "repository"):
         value = c.string_value(section.get(key, _MISSING), "spec.targets.%s" % key, None,
                                "an inventory host pattern")
         if value is not None:

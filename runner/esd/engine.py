@@ -378,7 +378,7 @@ class Engine:
         if audit.read_by_the_stage(state, planned, rollout.stage_limit(state, planned, record)):
             extravars["software_inventory"] = True
         if planned.get("target_pattern"):
-            extravars["esd_hosts"] = planned["target_pattern"]
+            extravars[planned.get("target_var") or "esd_hosts"] = planned["target_pattern"]
         envvars = project.ansible_environment(self.project_dir)
         envvars.update(ESD_CHANGE_ORDER=co.id, ESD_STAGE=step_id, ESD_STAGE_DIR=private_data_dir,
                        ESD_LEDGER_DIR=entry.path)

@@ -30,7 +30,8 @@ class PlannedStep:
     site: str | None = None
     playbook: str | None = None                # absolute path
     playbook_exists: bool = False
-    target_pattern: str | None = None          # passed as extravar esd_hosts
+    target_pattern: str | None = None          # passed as the extra var target_var
+    target_var: str = "esd_hosts"              # repository stages: repository_hosts
     hosts: list[str] | None = None             # resolved targets; None: the playbook's own default
     limit_hosts: list[str] | None = None       # explicit host list passed as ansible limit (rollout, limits)
     inputs: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -237,7 +238,8 @@ def _stage_step(stage, spec, project_dir, resolve, step_id=None, title=None):
         skip = "spec.%s is not set" % stage.when
     return PlannedStep(
         id=step_id or stage.id, kind="stage", title=title or stage.title, site=stage.site, playbook=playbook,
-        playbook_exists=os.path.isfile(playbook), target_pattern=target_pattern, hosts=hosts,
+        playbook_exists=os.path.isfile(playbook), target_pattern=target_pattern,
+        target_var=catalogue.TARGET_VARIABLES.get(stage.target, "esd_hosts"), hosts=hosts,
         limit_hosts=limit_hosts,
         inputs={key: _encode_input(value, spec) for key, value in stage.inputs.items()
                 if _encode_input(value, spec) is not None},

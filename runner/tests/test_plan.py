@@ -113,6 +113,20 @@ def test_targets_that_match_nothing_are_reported(workspace):
         '"nosuchgroup"' % os.path.join(REPO, "inventories", "demo")]
 
 
+def test_repository_stages_resolve_the_repository_host(workspace):
+    plan = plan_for(workspace, "software_release")
+    for step_id in ("promote_test", "promote"):
+        step = plan.step(step_id)
+        assert (step.target_pattern, step.target_var, step.hosts) == ("repository", "repository_hosts", ["repo-01"])
+    image = plan_for(workspace, "add_image_to_production").step("promote_image")
+    assert (image.target_var, image.hosts) == ("repository_hosts", ["repo-01"])
+    with pytest.raises(ValidationError) as raised:
+        plan_for(workspace, "add_to_production", **{"spec.targets.repository": "nosuchrepo"})
+    assert [str(p) for p in raised.value.problems] == [
+        'spec.targets.repository: expected a host pattern matching at least one host of %s, found no host matching '
+        '"nosuchrepo"' % os.path.join(REPO, "inventories", "demo")]
+
+
 def test_explicit_beta_and_wave_patterns_must_match_targets(workspace):
     with pytest.raises(ValidationError) as raised:
         plan_for(workspace, "install", **{"spec.rollout": {"beta": "test_site", "waves": ["build_site"]}})
