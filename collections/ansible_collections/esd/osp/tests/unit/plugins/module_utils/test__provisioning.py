@@ -183,12 +183,12 @@ def test_a_debconf_database_locked_for_a_moment_is_waited_for_but_a_parse_error_
     assert len(calls.read_text().splitlines()) == 3
 
     fake.write_text("#!/bin/sh\nexit 1\n")
-    problems, _ = _provisioning.validate_preseed(str(preseed), debconf=str(fake))
+    problems = _provisioning.validate_preseed(str(preseed), debconf=str(fake))[0]
     assert problems == ["debconf-set-selections --checkonly exited 1 without a message %d times (is the debconf "
                         "database locked by another process?)" % _provisioning.DEBCONF_ATTEMPTS]
 
     calls.write_text("")
     fake.write_text("#!/bin/sh\necho x >> %s\necho \"error: parse error on line 1: 'd-i broken'\" >&2\nexit 1\n" % calls)
-    problems, _ = _provisioning.validate_preseed(str(preseed), debconf=str(fake))
+    problems = _provisioning.validate_preseed(str(preseed), debconf=str(fake))[0]
     assert problems == ["debconf-set-selections: error: parse error on line 1: 'd-i broken'"]
     assert len(calls.read_text().splitlines()) == 1

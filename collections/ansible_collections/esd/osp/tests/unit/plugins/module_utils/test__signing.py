@@ -159,7 +159,7 @@ def test_two_concurrent_rotations_keep_both_new_keys(tmp_path, monkeypatch):
     monkeypatch.setattr(_signing.Signer, "generate", staticmethod(slow_generate))
     context = multiprocessing.get_context("fork")  # the children inherit the slow key generation
     barrier = context.Barrier(2)
-    rotations = [context.Process(target=_rotate_at_the_barrier, args=(path, barrier)) for _ in range(2)]
+    rotations = [context.Process(target=_rotate_at_the_barrier, args=(path, barrier)) for _number in range(2)]
     for process in rotations:
         process.start()
     for process in rotations:
