@@ -122,9 +122,6 @@ def _dig(data, dotted):
     return data
 
 
-_process_start = processes.start_time      # kept for callers of the former helper (integration tests)
-
-
 class Engine:
     def __init__(self, ledger=None, console=None, project_dir=None, clock=None):
         self.ledger = ledger or ledger_mod.Ledger()

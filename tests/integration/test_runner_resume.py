@@ -17,7 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from test_runner_support import PRODUCTION, active, committed, fleet, seeded_fleet  # noqa: E402,F401
 
-from esd import engine  # noqa: E402  (importable once test_runner_support put runner/ on sys.path)
+from esd import processes  # noqa: E402  (importable once test_runner_support put runner/ on sys.path)
 
 pytestmark = pytest.mark.integration
 CO = "IT-RESUME-1"
@@ -82,7 +82,7 @@ def test_sigkill_mid_stage_resumes_from_the_interrupted_stage(seeded_fleet, cras
         # ansible-runner starts ansible-playbook in a session of its own: its process group holds the workers.
         os.killpg(wave["pid"], signal.SIGKILL)
         deadline = time.monotonic() + 60
-        while engine._process_start(wave["pid"]) == wave["pid_start"] and time.monotonic() < deadline:
+        while processes.start_time(wave["pid"]) == wave["pid_start"] and time.monotonic() < deadline:
             time.sleep(0.1)
         done_in_attempt_1 = _hosts_applied(events)
         assert len(done_in_attempt_1) < 21, "the whole wave finished before the crash: nothing left to resume"
@@ -101,7 +101,7 @@ def test_sigkill_mid_stage_resumes_from_the_interrupted_stage(seeded_fleet, cras
     assert (final["status"], final["attempts"], len(final["hosts"]["ok"])) == ("succeeded", 2, 21)
     assert fleet.esd("log", CO, "--verify").returncode == 0
     # The killed attempt's ansible-playbook is gone too: the resume waited for it before re-running the stage.
-    assert engine._process_start(wave["pid"]) != wave["pid_start"]
+    assert processes.start_time(wave["pid"]) != wave["pid_start"]
     wave_hosts = set(final["hosts"]["ok"])
     if crash == "machine":
         # Attempt 2 ran on every host of the wave and changed only hosts attempt 1 had not reported: the ones it
